@@ -1,0 +1,372 @@
+//! Turns one OTLP export request into columns ready for the writer, validating every span once.
+//!
+//! This runs on the request's own task, so decoding and column building spread over all cores;
+//! the single writer thread only assigns resource/scope ids and appends.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use duckdb::arrow::array::{
+    ArrayRef, FixedSizeBinaryArray, Int64Array, StringBuilder, TimestampNanosecondArray, UInt32Array,
+    UInt64Array, UInt8Array,
+};
+use duckdb::arrow::buffer::Buffer;
+use duckdb::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, InstrumentationScope};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+
+use crate::columns::{self, AttributeColumn, EventColumn, EventRow, LinkColumn, LinkRow};
+use crate::ids::{parent_span_id, SpanId, TraceId};
+
+/// The service name OTel SDKs report when none is configured.
+pub const UNKNOWN_SERVICE: &str = "unknown_service";
+
+/// Positions of the id columns the writer fills in (see `span_schema`).
+pub(crate) const RESOURCE_ID_COLUMN: usize = 10;
+pub(crate) const SCOPE_ID_COLUMN: usize = 11;
+
+/// The Arrow schema of `span_data`, column for column.
+pub(crate) fn span_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let trace_id = Field::new("trace_id", DataType::FixedSizeBinary(16), false)
+                .with_metadata([("ARROW:extension:name".to_string(), "arrow.uuid".to_string())].into());
+            Arc::new(Schema::new(vec![
+                trace_id,
+                Field::new("span_id", DataType::UInt64, false),
+                Field::new("parent_span_id", DataType::UInt64, true),
+                Field::new(
+                    "start_time",
+                    DataType::Timestamp(TimeUnit::Nanosecond, None),
+                    false,
+                ),
+                Field::new("duration_ns", DataType::Int64, false),
+                Field::new("service_name", DataType::Utf8, false),
+                Field::new("span_name", DataType::Utf8, false),
+                Field::new("span_kind", DataType::UInt8, false),
+                Field::new("status_code", DataType::UInt8, true),
+                Field::new("status_message", DataType::Utf8, false),
+                Field::new("resource_id", DataType::UInt32, false),
+                Field::new("scope_id", DataType::UInt32, false),
+                Field::new("trace_state", DataType::Utf8, false),
+                Field::new("flags", DataType::UInt32, false),
+                Field::new("attributes", columns::attributes_type(), false),
+                Field::new("dropped_attributes_count", DataType::UInt32, false),
+                Field::new("events", columns::events_type(), false),
+                Field::new("dropped_events_count", DataType::UInt32, false),
+                Field::new("links", columns::links_type(), false),
+                Field::new("dropped_links_count", DataType::UInt32, false),
+            ]))
+        })
+        .clone()
+}
+
+/// A resource as first seen in a batch; the writer stores each distinct one once.
+pub struct ResourceEntry {
+    /// Canonical bytes of the resource and its schema URL: equal fingerprints, same resource.
+    pub fingerprint: Vec<u8>,
+    pub service_name: String,
+    pub resource: Resource,
+    pub schema_url: String,
+}
+
+/// An instrumentation scope as first seen in a batch.
+pub struct ScopeEntry {
+    pub fingerprint: Vec<u8>,
+    pub scope: InstrumentationScope,
+    pub schema_url: String,
+}
+
+/// The accepted spans of one request as columns, plus the resources and scopes they refer to.
+/// `columns[RESOURCE_ID_COLUMN]` and `columns[SCOPE_ID_COLUMN]` hold indexes into `resources`
+/// and `scopes` until the writer swaps in the stored ids.
+pub struct SpanBatch {
+    pub(crate) columns: Vec<ArrayRef>,
+    pub(crate) resources: Vec<ResourceEntry>,
+    pub(crate) scopes: Vec<ScopeEntry>,
+    len: usize,
+}
+
+/// Spans a request carried that cannot be stored, reported back as OTLP partial success.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Rejections {
+    pub count: u64,
+    /// The first reason, with where it happened; enough for a user to find the bad span.
+    pub first_reason: Option<String>,
+}
+
+impl Rejections {
+    fn add(&mut self, reason: impl FnOnce() -> String) {
+        self.count += 1;
+        if self.first_reason.is_none() {
+            self.first_reason = Some(reason());
+        }
+    }
+}
+
+impl SpanBatch {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Converts a request, setting aside spans that fail validation.
+    pub fn from_request(request: &ExportTraceServiceRequest) -> (SpanBatch, Rejections) {
+        let mut builder = BatchBuilder::default();
+        let mut rejections = Rejections::default();
+        for (r, resource_spans) in request.resource_spans.iter().enumerate() {
+            let resource = resource_spans.resource.clone().unwrap_or_default();
+            let resource_index = builder.resource(resource, &resource_spans.schema_url);
+            for (s, scope_spans) in resource_spans.scope_spans.iter().enumerate() {
+                let scope = scope_spans.scope.clone().unwrap_or_default();
+                let scope_index = builder.scope(scope, &scope_spans.schema_url);
+                for (i, span) in scope_spans.spans.iter().enumerate() {
+                    match ValidSpan::check(span) {
+                        Ok(valid) => builder.push(valid, resource_index, scope_index),
+                        Err(reason) => rejections
+                            .add(|| format!("resourceSpans[{r}].scopeSpans[{s}].spans[{i}]: {reason}")),
+                    }
+                }
+            }
+        }
+        (builder.finish(), rejections)
+    }
+}
+
+/// A span whose ids, times and enums fit the storage types.
+struct ValidSpan<'a> {
+    span: &'a Span,
+    trace_id: TraceId,
+    span_id: SpanId,
+    parent_span_id: Option<SpanId>,
+    start: i64,
+    duration: i64,
+    kind: u8,
+    /// None when the span carried no status message at all (not even UNSET).
+    status_code: Option<u8>,
+    events: Vec<i64>,
+    links: Vec<([u8; 16], u64)>,
+}
+
+impl<'a> ValidSpan<'a> {
+    fn check(span: &'a Span) -> Result<Self, String> {
+        let trace_id = TraceId::try_from(span.trace_id.as_slice()).map_err(|e| e.to_string())?;
+        let span_id = SpanId::try_from(span.span_id.as_slice()).map_err(|e| e.to_string())?;
+        let parent_span_id = parent_span_id(&span.parent_span_id).map_err(|e| format!("parent {e}"))?;
+        let start = nanos(span.start_time_unix_nano, "start time")?;
+        let end = nanos(span.end_time_unix_nano, "end time")?;
+        let kind = u8::try_from(span.kind).map_err(|_| format!("span kind {} is out of range", span.kind))?;
+        let status_code = span
+            .status
+            .as_ref()
+            .map(|status| {
+                u8::try_from(status.code).map_err(|_| format!("status code {} is out of range", status.code))
+            })
+            .transpose()?;
+        let events = span
+            .events
+            .iter()
+            .map(|event| nanos(event.time_unix_nano, "event time"))
+            .collect::<Result<_, _>>()?;
+        let links = span
+            .links
+            .iter()
+            .map(|link| {
+                let trace_id =
+                    TraceId::try_from(link.trace_id.as_slice()).map_err(|e| format!("link {e}"))?;
+                let span_id = SpanId::try_from(link.span_id.as_slice()).map_err(|e| format!("link {e}"))?;
+                Ok((trace_id.to_bytes(), span_id.to_u64()))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(ValidSpan {
+            span,
+            trace_id,
+            span_id,
+            parent_span_id,
+            start,
+            duration: end - start,
+            kind,
+            status_code,
+            events,
+            links,
+        })
+    }
+}
+
+/// Timestamps are stored as signed nanoseconds (year 2262 at most).
+fn nanos(unix_nano: u64, what: &str) -> Result<i64, String> {
+    i64::try_from(unix_nano).map_err(|_| format!("{what} {unix_nano} ns is past the year 2262"))
+}
+
+#[derive(Default)]
+struct BatchBuilder {
+    resources: Vec<ResourceEntry>,
+    resource_index: HashMap<Vec<u8>, u32>,
+    scopes: Vec<ScopeEntry>,
+    scope_index: HashMap<Vec<u8>, u32>,
+    /// Trace ids back to back, 16 bytes each.
+    trace_id: Vec<u8>,
+    span_id: Vec<u64>,
+    parent_span_id: Vec<Option<u64>>,
+    start_time: Vec<i64>,
+    duration_ns: Vec<i64>,
+    service_name: StringBuilder,
+    span_name: StringBuilder,
+    span_kind: Vec<u8>,
+    status_code: Vec<Option<u8>>,
+    status_message: StringBuilder,
+    resource_ref: Vec<u32>,
+    scope_ref: Vec<u32>,
+    trace_state: StringBuilder,
+    flags: Vec<u32>,
+    attributes: AttributeColumn,
+    dropped_attributes_count: Vec<u32>,
+    events: EventColumn,
+    dropped_events_count: Vec<u32>,
+    links: LinkColumn,
+    dropped_links_count: Vec<u32>,
+}
+
+/// The dedupe key of a resource or scope: its length-delimited protobuf encoding followed by
+/// the schema URL that qualifies it. The reader decodes the message back from it.
+fn fingerprint(message: &impl Message, schema_url: &str) -> Vec<u8> {
+    let mut bytes = message.encode_length_delimited_to_vec();
+    bytes.extend_from_slice(schema_url.as_bytes());
+    bytes
+}
+
+fn service_name(resource: &Resource) -> String {
+    resource
+        .attributes
+        .iter()
+        .find(|kv| kv.key == "service.name")
+        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            Value::StringValue(name) => Some(name.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| UNKNOWN_SERVICE.to_string())
+}
+
+impl BatchBuilder {
+    fn resource(&mut self, resource: Resource, schema_url: &str) -> u32 {
+        let fingerprint = fingerprint(&resource, schema_url);
+        if let Some(&index) = self.resource_index.get(&fingerprint) {
+            return index;
+        }
+        let index = self.resources.len() as u32;
+        self.resource_index.insert(fingerprint.clone(), index);
+        self.resources.push(ResourceEntry {
+            fingerprint,
+            service_name: service_name(&resource),
+            resource,
+            schema_url: schema_url.to_string(),
+        });
+        index
+    }
+
+    fn scope(&mut self, scope: InstrumentationScope, schema_url: &str) -> u32 {
+        let fingerprint = fingerprint(&scope, schema_url);
+        if let Some(&index) = self.scope_index.get(&fingerprint) {
+            return index;
+        }
+        let index = self.scopes.len() as u32;
+        self.scope_index.insert(fingerprint.clone(), index);
+        self.scopes.push(ScopeEntry {
+            fingerprint,
+            scope,
+            schema_url: schema_url.to_string(),
+        });
+        index
+    }
+
+    fn push(&mut self, valid: ValidSpan<'_>, resource: u32, scope: u32) {
+        let span = valid.span;
+        self.trace_id.extend_from_slice(&valid.trace_id.to_bytes());
+        self.span_id.push(valid.span_id.to_u64());
+        self.parent_span_id.push(valid.parent_span_id.map(SpanId::to_u64));
+        self.start_time.push(valid.start);
+        self.duration_ns.push(valid.duration);
+        self.service_name
+            .append_value(&self.resources[resource as usize].service_name);
+        self.span_name.append_value(&span.name);
+        self.span_kind.push(valid.kind);
+        self.status_code.push(valid.status_code);
+        self.status_message
+            .append_value(span.status.as_ref().map_or("", |status| status.message.as_str()));
+        self.resource_ref.push(resource);
+        self.scope_ref.push(scope);
+        self.trace_state.append_value(&span.trace_state);
+        self.flags.push(span.flags);
+        self.attributes.push(&span.attributes);
+        self.dropped_attributes_count.push(span.dropped_attributes_count);
+        self.events.push(
+            span.events
+                .iter()
+                .zip(&valid.events)
+                .map(|(event, &time)| EventRow {
+                    time_unix_nano: time,
+                    name: &event.name,
+                    attributes: &event.attributes,
+                    dropped_attributes_count: event.dropped_attributes_count,
+                }),
+        );
+        self.dropped_events_count.push(span.dropped_events_count);
+        self.links.push(
+            span.links
+                .iter()
+                .zip(&valid.links)
+                .map(|(link, &(trace_id, span_id))| LinkRow {
+                    trace_id,
+                    span_id,
+                    trace_state: &link.trace_state,
+                    attributes: &link.attributes,
+                    dropped_attributes_count: link.dropped_attributes_count,
+                    flags: link.flags,
+                }),
+        );
+        self.dropped_links_count.push(span.dropped_links_count);
+    }
+
+    fn finish(mut self) -> SpanBatch {
+        let len = self.span_id.len();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(FixedSizeBinaryArray::new(
+                16,
+                Buffer::from_vec(self.trace_id),
+                None,
+            )),
+            Arc::new(UInt64Array::from(self.span_id)),
+            Arc::new(UInt64Array::from(self.parent_span_id)),
+            Arc::new(TimestampNanosecondArray::from(self.start_time)),
+            Arc::new(Int64Array::from(self.duration_ns)),
+            Arc::new(self.service_name.finish()),
+            Arc::new(self.span_name.finish()),
+            Arc::new(UInt8Array::from(self.span_kind)),
+            Arc::new(UInt8Array::from(self.status_code)),
+            Arc::new(self.status_message.finish()),
+            Arc::new(UInt32Array::from(self.resource_ref)),
+            Arc::new(UInt32Array::from(self.scope_ref)),
+            Arc::new(self.trace_state.finish()),
+            Arc::new(UInt32Array::from(self.flags)),
+            Arc::new(self.attributes.finish()),
+            Arc::new(UInt32Array::from(self.dropped_attributes_count)),
+            Arc::new(self.events.finish()),
+            Arc::new(UInt32Array::from(self.dropped_events_count)),
+            Arc::new(self.links.finish()),
+            Arc::new(UInt32Array::from(self.dropped_links_count)),
+        ];
+        SpanBatch {
+            columns,
+            resources: self.resources,
+            scopes: self.scopes,
+            len,
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Reads a stored trace back as OTLP, exactly as it was received (up to attribute key order
+//! for keys an exporter sent twice, which OTLP forbids).
+
+use duckdb::types::{TimeUnit, Value};
+use duckdb::Connection;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+
+use prost::Message;
+
+use crate::ids::{SpanId, TraceId};
+use crate::otlp_json::any_value_from_json;
+use crate::StoreError;
+
+const TRACE_SPANS: &str = "
+SELECT span_id, parent_span_id, epoch_ns(start_time), duration_ns, span_name, span_kind,
+       status_code, status_message, resource_id, scope_id, trace_state, flags, attributes,
+       dropped_attributes_count, events, dropped_events_count, links, dropped_links_count
+FROM span_data
+WHERE trace_id = CAST(? AS UUID)
+ORDER BY resource_id, scope_id, start_time, span_id";
+
+/// All spans of one trace grouped by resource and scope, or an empty list when none is stored.
+pub fn trace(conn: &Connection, trace_id: TraceId) -> Result<Vec<ResourceSpans>, StoreError> {
+    let mut statement = conn.prepare_cached(TRACE_SPANS)?;
+    let mut rows = statement.query([trace_id.to_string()])?;
+    let mut result: Vec<ResourceSpans> = Vec::new();
+    let mut current: Option<(u32, u32)> = None;
+    while let Some(row) = rows.next()? {
+        let resource_id: u32 = row.get(8)?;
+        let scope_id: u32 = row.get(9)?;
+        let span = Span {
+            trace_id: trace_id.to_bytes().to_vec(),
+            span_id: span_id_bytes(row.get(0)?),
+            parent_span_id: row
+                .get::<_, Option<u64>>(1)?
+                .map(span_id_bytes)
+                .unwrap_or_default(),
+            start_time_unix_nano: row.get::<_, i64>(2)? as u64,
+            end_time_unix_nano: (row.get::<_, i64>(2)? + row.get::<_, i64>(3)?) as u64,
+            name: row.get(4)?,
+            kind: row.get::<_, u8>(5)?.into(),
+            status: status(row.get(6)?, row.get(7)?),
+            trace_state: row.get(10)?,
+            flags: row.get(11)?,
+            attributes: key_values(&row.get(12)?),
+            dropped_attributes_count: row.get(13)?,
+            events: list(&row.get(14)?).map(event).collect(),
+            dropped_events_count: row.get(15)?,
+            links: list(&row.get(16)?).map(link).collect(),
+            dropped_links_count: row.get(17)?,
+        };
+        if current != Some((resource_id, scope_id)) {
+            if current.map(|(resource, _)| resource) != Some(resource_id) {
+                result.push(resource_spans(conn, resource_id)?);
+            }
+            let group = result.last_mut().expect("a resource group was just pushed");
+            group.scope_spans.push(scope_spans(conn, scope_id)?);
+            current = Some((resource_id, scope_id));
+        }
+        let group = result.last_mut().and_then(|r| r.scope_spans.last_mut());
+        group.expect("a scope group was just pushed").spans.push(span);
+    }
+    Ok(result)
+}
+
+fn resource_spans(conn: &Connection, resource_id: u32) -> Result<ResourceSpans, StoreError> {
+    let (resource, schema_url) = stored_message::<Resource>(conn, "resources", "resource_id", resource_id)?;
+    Ok(ResourceSpans {
+        resource: Some(resource),
+        scope_spans: Vec::new(),
+        schema_url,
+    })
+}
+
+fn scope_spans(conn: &Connection, scope_id: u32) -> Result<ScopeSpans, StoreError> {
+    let (scope, schema_url) = stored_message::<InstrumentationScope>(conn, "scopes", "scope_id", scope_id)?;
+    Ok(ScopeSpans {
+        scope: Some(scope),
+        spans: Vec::new(),
+        schema_url,
+    })
+}
+
+/// A resource or scope exactly as received: its fingerprint is the message's own protobuf
+/// encoding, so every field comes back, including ones newer than this schema.
+fn stored_message<M: Message + Default>(
+    conn: &Connection,
+    table: &str,
+    id_column: &str,
+    id: u32,
+) -> Result<(M, String), StoreError> {
+    let sql = format!("SELECT fingerprint, schema_url FROM {table} WHERE {id_column} = ?");
+    let (fingerprint, schema_url): (Vec<u8>, String) = conn
+        .prepare_cached(&sql)?
+        .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    let message = M::decode_length_delimited(fingerprint.as_slice()).map_err(StoreError::Corrupt)?;
+    Ok((message, schema_url))
+}
+
+fn span_id_bytes(id: u64) -> Vec<u8> {
+    SpanId::from_u64(id)
+        .map(|id| id.to_bytes().to_vec())
+        .unwrap_or_default()
+}
+
+fn status(code: Option<u8>, message: String) -> Option<Status> {
+    code.map(|code| Status {
+        code: code.into(),
+        message,
+    })
+}
+
+fn list(value: &Value) -> impl Iterator<Item = &Value> {
+    let items = match value {
+        Value::List(items) | Value::Array(items) => items.as_slice(),
+        _ => &[],
+    };
+    items.iter()
+}
+
+fn field<'a>(value: &'a Value, name: &str) -> &'a Value {
+    match value {
+        Value::Struct(fields) => fields
+            .iter()
+            .find(|(key, _)| key == name)
+            .map_or(&Value::Null, |(_, value)| value),
+        _ => &Value::Null,
+    }
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::Text(text) | Value::Enum(text) => text.clone(),
+        _ => String::new(),
+    }
+}
+
+fn unsigned(value: &Value) -> u64 {
+    match *value {
+        Value::UTinyInt(v) => v.into(),
+        Value::USmallInt(v) => v.into(),
+        Value::UInt(v) => v.into(),
+        Value::UBigInt(v) => v,
+        _ => 0,
+    }
+}
+
+fn unix_nanos(value: &Value) -> u64 {
+    match *value {
+        Value::Timestamp(unit, amount) => {
+            let per_unit = match unit {
+                TimeUnit::Second => 1_000_000_000,
+                TimeUnit::Millisecond => 1_000_000,
+                TimeUnit::Microsecond => 1_000,
+                TimeUnit::Nanosecond => 1,
+            };
+            (amount * per_unit) as u64
+        }
+        _ => 0,
+    }
+}
+
+/// An attribute map column back to OTLP key-values, in stored order.
+fn key_values(value: &Value) -> Vec<KeyValue> {
+    let Value::Map(entries) = value else {
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .map(|(key, value)| KeyValue {
+            key: text(key),
+            value: Some(attribute_value(value)),
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn attribute_value(value: &Value) -> AnyValue {
+    use any_value::Value as Any;
+    let typed = match (
+        field(value, "str"),
+        field(value, "int"),
+        field(value, "dbl"),
+        field(value, "bool"),
+    ) {
+        (Value::Text(s), ..) => Some(Any::StringValue(s.clone())),
+        (_, Value::BigInt(i), ..) => Some(Any::IntValue(*i)),
+        (_, _, Value::Double(d), _) => Some(Any::DoubleValue(*d)),
+        (_, _, _, Value::Boolean(b)) => Some(Any::BoolValue(*b)),
+        _ => match (field(value, "bytes"), field(value, "json")) {
+            (Value::Blob(bytes), _) => Some(Any::BytesValue(bytes.clone())),
+            (_, Value::Text(json)) => any_value_from_json(json).ok().and_then(|any| any.value),
+            _ => None,
+        },
+    };
+    AnyValue { value: typed }
+}
+
+fn event(value: &Value) -> Event {
+    Event {
+        time_unix_nano: unix_nanos(field(value, "time")),
+        name: text(field(value, "name")),
+        attributes: key_values(field(value, "attributes")),
+        dropped_attributes_count: unsigned(field(value, "dropped_attributes_count")) as u32,
+    }
+}
+
+fn link(value: &Value) -> Link {
+    Link {
+        trace_id: match field(value, "trace_id") {
+            Value::Blob(bytes) => bytes.clone(),
+            _ => Vec::new(),
+        },
+        span_id: span_id_bytes(unsigned(field(value, "span_id"))),
+        trace_state: text(field(value, "trace_state")),
+        attributes: key_values(field(value, "attributes")),
+        dropped_attributes_count: unsigned(field(value, "dropped_attributes_count")) as u32,
+        flags: unsigned(field(value, "flags")) as u32,
+    }
+}

@@ -1,0 +1,471 @@
+//! The single writer: group commit of many requests per DuckDB transaction.
+//!
+//! Request tasks hand over finished `SpanBatch`es; one OS thread owns the write connection,
+//! gathers whatever is queued (up to `max_batch_spans`, waiting at most `linger` for more),
+//! appends it all with Arrow appends in one transaction, commits (DuckDB syncs its WAL on
+//! commit), and only then answers every request in the group. Memory between socket and disk is
+//! bounded by a semaphore counted in spans: when it is exhausted the request is refused as
+//! overloaded, and the client retries later.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use duckdb::arrow::array::{ArrayRef, BinaryArray, RecordBatch, StringArray, UInt32Array};
+use duckdb::arrow::datatypes::{DataType, Field, Schema};
+use duckdb::Connection;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+
+use crate::batch::{span_schema, SpanBatch, RESOURCE_ID_COLUMN, SCOPE_ID_COLUMN};
+use crate::columns::{attributes_type, AttributeColumn};
+use crate::StoreError;
+
+/// Limits of the write path.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Spans accepted but not yet committed, across all requests; beyond it requests are refused.
+    pub max_queued_spans: usize,
+    /// Spans per transaction at most.
+    pub max_batch_spans: usize,
+    /// How long the writer waits for more requests before committing a small group.
+    pub linger: Duration,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            max_queued_spans: 200_000,
+            max_batch_spans: 50_000,
+            linger: Duration::from_millis(2),
+        }
+    }
+}
+
+/// Why a batch was not stored. Every variant is worth a retry by the client.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error("the span queue is full ({queued} spans waiting for commit); retry later")]
+    Overloaded { queued: usize },
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("committing spans failed: {0}")]
+    CommitFailed(String),
+}
+
+struct WriteJob {
+    batch: SpanBatch,
+    done: oneshot::Sender<Result<(), WriteError>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+enum Command {
+    Write(WriteJob),
+    /// Commit everything sent before this, checkpoint and stop; later writes get `Closed`.
+    Stop,
+}
+
+/// The handle request tasks write through. Cloning it is cheap.
+#[derive(Clone)]
+pub struct SpanWriter {
+    commands: mpsc::Sender<Command>,
+    permits: Arc<Semaphore>,
+    max_queued_spans: usize,
+}
+
+impl SpanWriter {
+    /// Stores a batch; returns once it is committed to the database file.
+    pub async fn write(&self, batch: SpanBatch) -> Result<(), WriteError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let wanted = batch.len().min(self.max_queued_spans) as u32;
+        let permit =
+            self.permits
+                .clone()
+                .try_acquire_many_owned(wanted)
+                .map_err(|_| WriteError::Overloaded {
+                    queued: self.max_queued_spans - self.permits.available_permits(),
+                })?;
+        let (done, committed) = oneshot::channel();
+        self.commands
+            .send(Command::Write(WriteJob {
+                batch,
+                done,
+                _permit: permit,
+            }))
+            .map_err(|_| WriteError::Closed)?;
+        committed.await.map_err(|_| WriteError::Closed)?
+    }
+}
+
+/// Maps canonical bytes of a resource or scope to its stored id, assigning new ids in order.
+#[derive(Default)]
+struct Interner {
+    ids: HashMap<Vec<u8>, u32>,
+    /// Ids handed out in the open transaction, forgotten again if it rolls back.
+    uncommitted: Vec<Vec<u8>>,
+}
+
+impl Interner {
+    fn load(conn: &Connection, table: &str, id_column: &str) -> Result<Self, StoreError> {
+        let mut statement = conn.prepare(&format!("SELECT fingerprint, {id_column} FROM {table}"))?;
+        let ids = statement
+            .query_map([], |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, u32>(1)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            ids,
+            uncommitted: Vec::new(),
+        })
+    }
+
+    /// The id for these bytes, and whether it is new (so its row must be written).
+    fn intern(&mut self, fingerprint: &[u8]) -> (u32, bool) {
+        if let Some(&id) = self.ids.get(fingerprint) {
+            return (id, false);
+        }
+        let id = self.ids.len() as u32;
+        self.ids.insert(fingerprint.to_vec(), id);
+        self.uncommitted.push(fingerprint.to_vec());
+        (id, true)
+    }
+
+    fn commit(&mut self) {
+        self.uncommitted.clear();
+    }
+
+    fn rollback(&mut self) {
+        for fingerprint in self.uncommitted.drain(..) {
+            self.ids.remove(&fingerprint);
+        }
+    }
+}
+
+/// Running writer thread; `stop` ends it after what was already queued is committed.
+pub(crate) struct WriterThread {
+    commands: mpsc::Sender<Command>,
+    thread: JoinHandle<()>,
+}
+
+impl WriterThread {
+    pub(crate) fn stop(self) {
+        let _ = self.commands.send(Command::Stop);
+        if self.thread.join().is_err() {
+            tracing::error!("the span writer panicked");
+        }
+    }
+}
+
+/// Starts the writer thread on `conn`.
+pub(crate) fn spawn(
+    conn: Connection,
+    config: WriterConfig,
+) -> Result<(SpanWriter, WriterThread), StoreError> {
+    let (commands, queue) = mpsc::channel();
+    let writer = Writer {
+        resources: Interner::load(&conn, "resources", "resource_id")?,
+        scopes: Interner::load(&conn, "scopes", "scope_id")?,
+        conn,
+        config: config.clone(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("span-writer".into())
+        .spawn(move || writer.run(queue))?;
+    let handle = SpanWriter {
+        commands: commands.clone(),
+        permits: Arc::new(Semaphore::new(config.max_queued_spans)),
+        max_queued_spans: config.max_queued_spans,
+    };
+    Ok((handle, WriterThread { commands, thread }))
+}
+
+struct Writer {
+    conn: Connection,
+    resources: Interner,
+    scopes: Interner,
+    config: WriterConfig,
+}
+
+impl Writer {
+    fn run(mut self, queue: mpsc::Receiver<Command>) {
+        let mut running = true;
+        while running {
+            let first = match queue.recv() {
+                Ok(Command::Write(job)) => job,
+                Ok(Command::Stop) | Err(_) => break,
+            };
+            let group;
+            (group, running) = self.gather(first, &queue);
+            let spans: usize = group.iter().map(|job| job.batch.len()).sum();
+            let started = Instant::now();
+            let result = self.commit(&group).map_err(|error| {
+                tracing::error!(%error, spans, "commit failed; the batch is refused for retry");
+                WriteError::CommitFailed(error.to_string())
+            });
+            tracing::trace!(spans, requests = group.len(), elapsed = ?started.elapsed(), "committed");
+            for job in group {
+                let _ = job.done.send(result.clone());
+            }
+        }
+        if let Err(error) = self.conn.execute_batch("CHECKPOINT") {
+            tracing::warn!(%error, "final checkpoint failed; the WAL will be replayed on next start");
+        }
+    }
+
+    /// Takes `first` and whatever else arrives within `linger`, up to `max_batch_spans`;
+    /// also says whether to keep running afterwards.
+    fn gather(&self, first: WriteJob, queue: &mpsc::Receiver<Command>) -> (Vec<WriteJob>, bool) {
+        let deadline = Instant::now() + self.config.linger;
+        let mut spans = first.batch.len();
+        let mut group = vec![first];
+        while spans < self.config.max_batch_spans {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match queue.recv_timeout(wait) {
+                Ok(Command::Write(job)) => {
+                    spans += job.batch.len();
+                    group.push(job);
+                }
+                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => return (group, false),
+                Err(RecvTimeoutError::Timeout) => break,
+            }
+        }
+        (group, true)
+    }
+
+    fn commit(&mut self, group: &[WriteJob]) -> Result<(), StoreError> {
+        let result = self.append_all(group);
+        match result {
+            Ok(()) => {
+                self.resources.commit();
+                self.scopes.commit();
+            }
+            Err(_) => {
+                self.resources.rollback();
+                self.scopes.rollback();
+            }
+        }
+        result
+    }
+
+    fn append_all(&mut self, group: &[WriteJob]) -> Result<(), StoreError> {
+        let transaction = self.conn.transaction()?;
+        {
+            let mut resource_rows = NewRows::default();
+            let mut scope_rows = NewRows::default();
+            let mut spans = transaction.appender("span_data")?;
+            for job in group {
+                let batch = &job.batch;
+                let resource_ids: Vec<u32> = batch
+                    .resources
+                    .iter()
+                    .map(|entry| {
+                        let (id, new) = self.resources.intern(&entry.fingerprint);
+                        if new {
+                            resource_rows.push_resource(id, entry);
+                        }
+                        id
+                    })
+                    .collect();
+                let scope_ids: Vec<u32> = batch
+                    .scopes
+                    .iter()
+                    .map(|entry| {
+                        let (id, new) = self.scopes.intern(&entry.fingerprint);
+                        if new {
+                            scope_rows.push_scope(id, entry);
+                        }
+                        id
+                    })
+                    .collect();
+                let mut columns = batch.columns.clone();
+                columns[RESOURCE_ID_COLUMN] = remap(&columns[RESOURCE_ID_COLUMN], &resource_ids);
+                columns[SCOPE_ID_COLUMN] = remap(&columns[SCOPE_ID_COLUMN], &scope_ids);
+                spans.append_record_batch(RecordBatch::try_new(span_schema(), columns)?)?;
+            }
+            // Appenders only report flush errors from an explicit flush, never from drop.
+            spans.flush()?;
+            for (table, rows) in [
+                ("resources", resource_rows.finish(ResourceOrScope::Resource)?),
+                ("scopes", scope_rows.finish(ResourceOrScope::Scope)?),
+            ] {
+                if let Some(rows) = rows {
+                    let mut appender = transaction.appender(table)?;
+                    appender.append_record_batch(rows)?;
+                    appender.flush()?;
+                }
+            }
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+}
+
+/// Replaces batch-local indexes by stored ids.
+fn remap(local: &ArrayRef, ids: &[u32]) -> ArrayRef {
+    let local = local
+        .as_any()
+        .downcast_ref::<UInt32Array>()
+        .expect("id columns are UInt32");
+    Arc::new(
+        local
+            .iter()
+            .map(|index| index.map(|i| ids[i as usize]))
+            .collect::<UInt32Array>(),
+    )
+}
+
+enum ResourceOrScope {
+    Resource,
+    Scope,
+}
+
+/// Rows for `resources` or `scopes` first seen in this transaction.
+#[derive(Default)]
+struct NewRows {
+    ids: Vec<u32>,
+    /// `service_name` for resources; `name` then `version` for scopes.
+    names: Vec<String>,
+    versions: Vec<String>,
+    attributes: AttributeColumn,
+    dropped: Vec<u32>,
+    schema_urls: Vec<String>,
+    fingerprints: Vec<Vec<u8>>,
+}
+
+impl NewRows {
+    fn push_resource(&mut self, id: u32, entry: &crate::batch::ResourceEntry) {
+        self.ids.push(id);
+        self.names.push(entry.service_name.clone());
+        self.attributes.push(&entry.resource.attributes);
+        self.dropped.push(entry.resource.dropped_attributes_count);
+        self.schema_urls.push(entry.schema_url.clone());
+        self.fingerprints.push(entry.fingerprint.clone());
+    }
+
+    fn push_scope(&mut self, id: u32, entry: &crate::batch::ScopeEntry) {
+        self.ids.push(id);
+        self.names.push(entry.scope.name.clone());
+        self.versions.push(entry.scope.version.clone());
+        self.attributes.push(&entry.scope.attributes);
+        self.dropped.push(entry.scope.dropped_attributes_count);
+        self.schema_urls.push(entry.schema_url.clone());
+        self.fingerprints.push(entry.fingerprint.clone());
+    }
+
+    fn finish(self, kind: ResourceOrScope) -> Result<Option<RecordBatch>, StoreError> {
+        if self.ids.is_empty() {
+            return Ok(None);
+        }
+        let text = |name: &str| Field::new(name, DataType::Utf8, false);
+        let (mut fields, mut columns): (Vec<Field>, Vec<ArrayRef>) = match kind {
+            ResourceOrScope::Resource => (
+                vec![
+                    Field::new("resource_id", DataType::UInt32, false),
+                    text("service_name"),
+                ],
+                vec![
+                    Arc::new(UInt32Array::from(self.ids)),
+                    Arc::new(StringArray::from(self.names)),
+                ],
+            ),
+            ResourceOrScope::Scope => (
+                vec![
+                    Field::new("scope_id", DataType::UInt32, false),
+                    text("name"),
+                    text("version"),
+                ],
+                vec![
+                    Arc::new(UInt32Array::from(self.ids)),
+                    Arc::new(StringArray::from(self.names)),
+                    Arc::new(StringArray::from(self.versions)),
+                ],
+            ),
+        };
+        fields.extend([
+            Field::new("attributes", attributes_type(), false),
+            Field::new("dropped_attributes_count", DataType::UInt32, false),
+            text("schema_url"),
+            Field::new("fingerprint", DataType::Binary, false),
+        ]);
+        columns.extend([
+            Arc::new(self.attributes.finish()) as ArrayRef,
+            Arc::new(UInt32Array::from(self.dropped)),
+            Arc::new(StringArray::from(self.schema_urls)),
+            Arc::new(BinaryArray::from_iter_values(self.fingerprints)),
+        ]);
+        Ok(Some(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::TraceId;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    fn batch(spans: usize) -> SpanBatch {
+        let trace_id: TraceId = "0af7651916cd43dd8448eb211c80319c".parse().unwrap();
+        let spans = (1..=spans as u64)
+            .map(|i| Span {
+                trace_id: trace_id.to_bytes().to_vec(),
+                span_id: i.to_be_bytes().to_vec(),
+                ..Default::default()
+            })
+            .collect();
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        SpanBatch::from_request(&request).0
+    }
+
+    /// A writer whose thread never runs: queued spans stay queued.
+    fn stalled_writer(max_queued_spans: usize) -> (SpanWriter, mpsc::Receiver<Command>) {
+        let (commands, queue) = mpsc::channel();
+        let writer = SpanWriter {
+            commands,
+            permits: Arc::new(Semaphore::new(max_queued_spans)),
+            max_queued_spans,
+        };
+        (writer, queue)
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_instead_of_growing() {
+        let (writer, queue) = stalled_writer(8);
+        let first = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.write(batch(5)).await }
+        });
+        while writer.permits.available_permits() == 8 {
+            tokio::task::yield_now().await;
+        }
+        match writer.write(batch(5)).await {
+            Err(WriteError::Overloaded { queued: 5 }) => {}
+            other => panic!("expected Overloaded with 5 queued, got {other:?}"),
+        }
+        // Answering the queued job frees its permits: the next write is queued, not refused.
+        let Ok(Command::Write(WriteJob {
+            done,
+            _permit: permit,
+            ..
+        })) = queue.try_recv()
+        else {
+            panic!("one job was queued")
+        };
+        drop(permit);
+        done.send(Ok(())).unwrap();
+        first.await.unwrap().unwrap();
+        assert_eq!(writer.permits.available_permits(), 8);
+    }
+}

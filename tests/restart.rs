@@ -1,0 +1,50 @@
+//! Durability: every acknowledged span survives a clean restart and a crash.
+
+mod common;
+
+use common::{post_protobuf, span_count, synthetic_request, Server};
+
+#[test]
+fn spans_survive_a_clean_restart() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = Server::start_in(data_dir.path(), &[]);
+    post_protobuf(&server, &synthetic_request(1, 10));
+    let status = server.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM should end ducktrace cleanly, got {status}"
+    );
+
+    let server = Server::start_in(data_dir.path(), &[]);
+    assert_eq!(span_count(&server), 10);
+    post_protobuf(&server, &synthetic_request(2, 5));
+    assert_eq!(span_count(&server), 15);
+}
+
+#[test]
+fn acknowledged_spans_survive_a_crash() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = Server::start_in(data_dir.path(), &[]);
+    let sent: usize = std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..8u8)
+            .map(|seed| {
+                let server = &server;
+                scope.spawn(move || {
+                    for round in 0..5u8 {
+                        post_protobuf(server, &synthetic_request(seed * 10 + round + 1, 200));
+                    }
+                    5 * 200
+                })
+            })
+            .collect();
+        senders.into_iter().map(|s| s.join().unwrap()).sum()
+    });
+    server.crash();
+
+    let server = Server::start_in(data_dir.path(), &[]);
+    assert_eq!(
+        span_count(&server),
+        sent as i64,
+        "every acknowledged span is there after SIGKILL"
+    );
+}
