@@ -93,3 +93,89 @@ fn writes_files_settings_and_multiple_statements_are_refused() {
     let (_, answer) = post_sql(&server, "SELECT count(*) FROM span_data");
     assert_eq!(answer["rows"][0][0], 3, "nothing was deleted");
 }
+
+#[test]
+fn csv_format_streams_rfc4180() {
+    let server = Server::start();
+    let sql = "SELECT 'a,b' AS text, 42 AS n, NULL AS nothing UNION ALL SELECT 'say \"hi\"', 7, NULL";
+    let (status, headers, body) = http_post(
+        &server.ui_url("/api/sql?format=csv"),
+        &[("content-type", "text/plain")],
+        sql.as_bytes(),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "text/csv; charset=utf-8");
+    let text = String::from_utf8(body).unwrap();
+    assert_eq!(text, "text,n,nothing\r\n\"a,b\",42,\r\n\"say \"\"hi\"\"\",7,\r\n");
+}
+
+#[test]
+fn a_long_query_is_interrupted_at_the_time_limit() {
+    let server = Server::start_with(&["--query-timeout", "1"]);
+    let started = std::time::Instant::now();
+    let (status, answer) = post_sql(&server, "SELECT sum(i) FROM range(1000000000000) t(i)");
+    assert_eq!(status, 400);
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("time limit of 1s"), "{message}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // The server is still there for the next query.
+    assert_eq!(post_sql(&server, "SELECT 1").0, 200);
+}
+
+fn ducktrace_sql(args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ducktrace"))
+        .arg("sql")
+        .args(args)
+        .env("HOME", std::env::temp_dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+    (output.status.success(), text(output.stdout), text(output.stderr))
+}
+
+#[test]
+fn the_cli_queries_a_running_server_and_a_stopped_data_dir() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = Server::start_in(data_dir.path(), &[]);
+    post_protobuf(&server, &synthetic_request(5, 4));
+    let url = server.ui_url("");
+    let (ok, out, err) = ducktrace_sql(&["--server", &url, "SELECT count(*) AS spans FROM spans"], "");
+    assert!(ok, "{err}");
+    assert_eq!(out, "spans\n-----\n4\n(1 row)\n");
+    let (ok, out, _) = ducktrace_sql(
+        &["--server", &url, "--format", "csv", "SELECT 1 AS a, 'x,y' AS b"],
+        "",
+    );
+    assert!(ok);
+    assert_eq!(out, "a,b\r\n1,\"x,y\"\r\n");
+    let (ok, _, err) = ducktrace_sql(&["--server", &url, "DELETE FROM span_data"], "");
+    assert!(!ok);
+    assert!(err.contains("only read-only SELECT"), "{err}");
+
+    assert!(server.terminate().success());
+    let dir = data_dir.path().to_str().unwrap();
+    let (ok, out, err) = ducktrace_sql(
+        &["--server", "http://127.0.0.1:9", "--data-dir", dir, "SELECT 1"],
+        "",
+    );
+    assert!(
+        !ok,
+        "an explicit --server that does not answer is an error: {out}"
+    );
+    assert!(err.contains("no ducktrace API answers"), "{err}");
+    // With no server given and none running, the data directory is opened read-only; the
+    // interactive prompt reads statements ending in ';' across lines.
+    let (ok, out, err) = ducktrace_sql(
+        &["--data-dir", dir, "--format", "json"],
+        "SELECT count(*) AS n\nFROM spans;\nSELECT 2 AS two;\n",
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains(r#""rows":[[4]]"#), "{out}");
+    assert!(out.contains(r#""rows":[[2]]"#), "{out}");
+}

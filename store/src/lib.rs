@@ -17,6 +17,8 @@ use duckdb::Connection;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
 pub use batch::{Rejections, SpanBatch, UNKNOWN_SERVICE};
+/// DuckDB's value type, as handed to [`sql::RowSink`]s.
+pub use duckdb::types as duckdb_value;
 pub use ids::{SpanId, TraceId};
 pub use writer::{SpanWriter, WriteError, WriterConfig};
 
@@ -32,6 +34,8 @@ pub enum StoreError {
     Arrow(#[from] duckdb::arrow::error::ArrowError),
     #[error("a stored resource or scope cannot be decoded: {0}")]
     Corrupt(#[from] prost::DecodeError),
+    #[error("invalid setting: {0}")]
+    Config(String),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error("{path} holds schema version {found}, this ducktrace needs {expected}; export it with the version that wrote it or start with a new --data-dir")]
@@ -47,6 +51,22 @@ pub enum StoreError {
 pub struct StoreConfig {
     pub data_dir: PathBuf,
     pub writer: WriterConfig,
+    /// How long one SQL statement may run before it is interrupted.
+    pub query_time_limit: std::time::Duration,
+    /// DuckDB's memory ceiling for everything it does (ingest, queries), e.g. "2GB";
+    /// past it, queries spill to disk or fail with an out-of-memory error.
+    pub memory_limit: String,
+}
+
+impl StoreConfig {
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            writer: WriterConfig::default(),
+            query_time_limit: std::time::Duration::from_secs(30),
+            memory_limit: "2GB".into(),
+        }
+    }
 }
 
 /// An open store: the writer handle for ingest and a reader for queries.
@@ -66,13 +86,20 @@ impl Store {
         let conn = Connection::open(&path)?;
         conn.execute_batch(&schema::ddl())?;
         check_schema_version(&conn, &path)?;
+        let memory_limit = &config.memory_limit;
+        if !memory_limit
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == ' ')
+        {
+            return Err(StoreError::Config(format!(
+                "memory limit {memory_limit:?} is not a size like 2GB"
+            )));
+        }
+        conn.execute_batch(&format!("SET memory_limit = '{memory_limit}'"))?;
         // Nothing in ducktrace reads or writes files through SQL, so no query can either.
         conn.execute_batch("SET enable_external_access = false; SET lock_configuration = true;")?;
         let (writer, writer_thread) = writer::spawn(conn.try_clone()?, config.writer.clone())?;
-        let reader = Reader {
-            template: Arc::new(Mutex::new(conn)),
-            idle: Arc::default(),
-        };
+        let reader = Reader::new(conn, config.query_time_limit);
         Ok(Self {
             writer,
             reader,
@@ -98,6 +125,22 @@ impl Store {
     pub fn close(self) {
         self.writer_thread.stop();
     }
+}
+
+/// Opens the data directory read-only for queries, as `ducktrace sql` does when no server runs.
+/// Fails while a server has the database open: DuckDB allows one writing process at a time.
+pub fn open_read_only(config: &StoreConfig) -> Result<Reader, StoreError> {
+    let path = config.data_dir.join(DATABASE_FILE);
+    if !path.exists() {
+        return Err(StoreError::Io(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no span store at {}", path.display()),
+        )));
+    }
+    let duckdb_config = duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly)?;
+    let conn = Connection::open_with_flags(&path, duckdb_config)?;
+    conn.execute_batch("SET enable_external_access = false; SET lock_configuration = true;")?;
+    Ok(Reader::new(conn, config.query_time_limit))
 }
 
 fn check_schema_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
@@ -136,9 +179,18 @@ fn check_schema_version(conn: &Connection, path: &Path) -> Result<(), StoreError
 pub struct Reader {
     template: Arc<Mutex<Connection>>,
     idle: Arc<Mutex<Vec<Connection>>>,
+    query_time_limit: std::time::Duration,
 }
 
 impl Reader {
+    fn new(conn: Connection, query_time_limit: std::time::Duration) -> Self {
+        Self {
+            template: Arc::new(Mutex::new(conn)),
+            idle: Arc::default(),
+            query_time_limit,
+        }
+    }
+
     /// Runs `work` on a pooled connection to the store.
     pub fn with_connection<T, E: From<StoreError>>(
         &self,
@@ -164,8 +216,26 @@ impl Reader {
         self.with_connection(|conn| reader::trace(conn, trace_id))
     }
 
-    /// Runs a read-only SQL query; see [`sql::query`].
-    pub fn query(&self, sql: &str, max_rows: usize) -> Result<sql::QueryResult, sql::QueryError> {
-        self.with_connection(|conn| sql::query(conn, sql, max_rows))
+    /// The limits for a query returning at most `max_rows` rows, with the configured time limit.
+    pub fn limits(&self, max_rows: usize) -> sql::QueryLimits {
+        sql::QueryLimits {
+            max_rows,
+            time_limit: self.query_time_limit,
+        }
+    }
+
+    /// Runs a read-only SQL query and collects its rows; see [`sql::query`].
+    pub fn query(&self, sql: &str, limits: sql::QueryLimits) -> Result<sql::QueryResult, sql::QueryError> {
+        self.with_connection(|conn| sql::query(conn, sql, limits))
+    }
+
+    /// Runs a read-only SQL query, streaming its rows into `sink`; see [`sql::query_each`].
+    pub fn query_each(
+        &self,
+        sql: &str,
+        limits: sql::QueryLimits,
+        sink: &mut dyn sql::RowSink,
+    ) -> Result<sql::Outcome, sql::QueryError> {
+        self.with_connection(|conn| sql::query_each(conn, sql, limits, sink))
     }
 }

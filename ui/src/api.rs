@@ -1,13 +1,19 @@
 //! The JSON API: traces as OTLP JSON (the shape of Jaeger's API v3) and read-only SQL.
 
+use std::io::Write;
+
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ducktrace_store::{Reader, TraceId};
+use ducktrace_store::sql::output::{Encoder, Format};
+use ducktrace_store::sql::{Column, RowSink, SinkClosed};
+use ducktrace_store::{duckdb_value, Reader, TraceId};
 use opentelemetry_proto::tonic::trace::v1::TracesData;
 use serde::Deserialize;
 use serde_json::json;
+use tokio::sync::oneshot;
 
 /// Rows returned when a query does not say `max_rows`.
 pub const DEFAULT_MAX_ROWS: usize = 10_000;
@@ -59,36 +65,141 @@ pub async fn trace(State(reader): State<Reader>, Path(trace_id): Path<String>) -
 pub struct SqlParams {
     q: Option<String>,
     max_rows: Option<usize>,
+    format: Option<String>,
 }
 
-/// `GET /api/sql?q=...` and `POST /api/sql` with the SQL as the body.
+/// Encoded result bytes are handed to the response in pieces of about this size.
+const CHUNK_BYTES: usize = 64 * 1024;
+/// Pieces buffered between the query thread and a slow client; the query waits beyond it.
+const CHUNKS_IN_FLIGHT: usize = 8;
+
+/// `GET /api/sql?q=...` and `POST /api/sql` with the SQL as the body; `format=json|csv`,
+/// `max_rows`. The answer streams: rows are encoded and sent as the query produces them.
 pub async fn sql(
     State(reader): State<Reader>,
     Query(params): Query<SqlParams>,
     body: String,
 ) -> Result<Response, ApiError> {
+    let bad_request = |message: String| ApiError(StatusCode::BAD_REQUEST, message);
     let sql = match params.q {
         Some(q) => q,
         None if !body.trim().is_empty() => body,
-        None => {
-            return Err(ApiError(
-                StatusCode::BAD_REQUEST,
-                "pass the SQL as ?q= or as the request body".into(),
-            ))
-        }
+        None => return Err(bad_request("pass the SQL as ?q= or as the request body".into())),
     };
     let max_rows = params.max_rows.unwrap_or(DEFAULT_MAX_ROWS);
     if max_rows > MAX_ROWS_LIMIT {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("max_rows may be at most {MAX_ROWS_LIMIT}"),
-        ));
+        return Err(bad_request(format!("max_rows may be at most {MAX_ROWS_LIMIT}")));
     }
-    let result = blocking(move || {
-        reader
-            .query(&sql, max_rows)
-            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
-    })
-    .await?;
-    Ok(Json(result).into_response())
+    let format: Format = params
+        .format
+        .as_deref()
+        .unwrap_or("json")
+        .parse()
+        .map_err(bad_request)?;
+
+    let (chunks, body) = tokio::sync::mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
+    let (started, start) = oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        let limits = reader.limits(max_rows);
+        let mut sink = Streaming {
+            encoder: Encoder::new(format, ChunkWriter::new(chunks)),
+            started: Some(started),
+        };
+        let result = reader.query_each(&sql, limits, &mut sink);
+        match sink.started.take() {
+            // Failed before producing anything: the handler answers with an error status.
+            Some(started) => {
+                let _ = started.send(Err(result
+                    .err()
+                    .map_or_else(|| "the query produced no columns".into(), |e| e.to_string())));
+            }
+            None => {
+                if let Err(error) = sink.encoder.finish(&result) {
+                    tracing::debug!(%error, "SQL result stream closed early");
+                }
+            }
+        }
+    });
+    match start.await {
+        Ok(Ok(())) => {
+            let stream = futures_util::stream::unfold(body, |mut body| async move {
+                body.recv()
+                    .await
+                    .map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), body))
+            });
+            Ok((
+                [(header::CONTENT_TYPE, format.content_type())],
+                Body::from_stream(stream),
+            )
+                .into_response())
+        }
+        Ok(Err(message)) => Err(bad_request(message)),
+        Err(_) => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the query task failed".into(),
+        )),
+    }
+}
+
+/// Passes rows to the encoder and says, once, that the query is producing output.
+struct Streaming {
+    encoder: Encoder<ChunkWriter>,
+    started: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+impl RowSink for Streaming {
+    fn columns(&mut self, columns: &[Column]) -> Result<(), SinkClosed> {
+        self.encoder.columns(columns)?;
+        if let Some(started) = self.started.take() {
+            started.send(Ok(())).map_err(|_| SinkClosed)?;
+        }
+        Ok(())
+    }
+
+    fn row(&mut self, values: &[duckdb_value::Value]) -> Result<(), SinkClosed> {
+        self.encoder.row(values)
+    }
+}
+
+/// Collects encoded bytes and sends them on in chunks; fails once the response is dropped.
+struct ChunkWriter {
+    buffer: Vec<u8>,
+    chunks: tokio::sync::mpsc::Sender<Bytes>,
+}
+
+impl ChunkWriter {
+    fn new(chunks: tokio::sync::mpsc::Sender<Bytes>) -> Self {
+        Self {
+            buffer: Vec::with_capacity(CHUNK_BYTES),
+            chunks,
+        }
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buffer,
+            Vec::with_capacity(CHUNK_BYTES),
+        ));
+        self.chunks
+            .blocking_send(chunk)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= CHUNK_BYTES {
+            self.send()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            Ok(())
+        } else {
+            self.send()
+        }
+    }
 }

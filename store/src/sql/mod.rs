@@ -4,15 +4,56 @@
 //! exactly one SELECT (`json_serialize_sql` refuses every other statement type); the database
 //! was opened with external access off and configuration locked, so no query reads or writes
 //! files or the network; and the statement runs inside a transaction that is rolled back.
+//! Each statement also has a time limit, after which DuckDB interrupts it.
+
+pub mod output;
+
+use std::sync::mpsc;
+use std::time::Duration;
 
 use duckdb::core::{LogicalTypeHandle, LogicalTypeId};
 use duckdb::types::{TimeUnit, Value};
 use duckdb::Connection;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+/// How much one query may return and take.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryLimits {
+    pub max_rows: usize,
+    pub time_limit: Duration,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        Self {
+            max_rows: 10_000,
+            time_limit: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where the rows of a running query go, one at a time, so large answers never sit in memory.
+pub trait RowSink {
+    /// Called once, before any row.
+    fn columns(&mut self, columns: &[Column]) -> Result<(), SinkClosed>;
+    fn row(&mut self, values: &[Value]) -> Result<(), SinkClosed>;
+}
+
+/// The reader of the rows went away; the query stops.
+#[derive(Debug)]
+pub struct SinkClosed;
+
+/// How a completed query ended.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Outcome {
+    pub rows: usize,
+    /// True when more rows existed than `max_rows`.
+    pub truncated: bool,
+}
+
 /// A query's answer, shaped for JSON.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct QueryResult {
     pub columns: Vec<Column>,
     pub rows: Vec<Vec<Json>>,
@@ -20,7 +61,7 @@ pub struct QueryResult {
     pub truncated: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Column {
     pub name: String,
     /// The DuckDB type name, e.g. `VARCHAR`, `TIMESTAMP_NS`, `MAP(VARCHAR, ...)`.
@@ -39,19 +80,81 @@ pub enum QueryError {
     NotReadOnly(String),
     #[error("syntax error: {0}")]
     Syntax(String),
+    #[error("the query ran longer than its time limit of {0:?} and was interrupted")]
+    TimedOut(Duration),
+    #[error("the reader of the result went away")]
+    Abandoned,
     #[error("{0}")]
     Failed(#[from] duckdb::Error),
     #[error(transparent)]
     Store(#[from] crate::StoreError),
 }
 
-/// Runs one read-only statement and returns at most `max_rows` rows.
-pub fn query(conn: &Connection, sql: &str, max_rows: usize) -> Result<QueryResult, QueryError> {
+/// Runs one read-only statement and collects at most `limits.max_rows` rows.
+pub fn query(conn: &Connection, sql: &str, limits: QueryLimits) -> Result<QueryResult, QueryError> {
+    let mut collected = Collect::default();
+    let outcome = query_each(conn, sql, limits, &mut collected)?;
+    Ok(QueryResult {
+        columns: collected.columns,
+        rows: collected.rows,
+        truncated: outcome.truncated,
+    })
+}
+
+/// Runs one read-only statement, handing each row to `sink` as it is produced.
+pub fn query_each(
+    conn: &Connection,
+    sql: &str,
+    limits: QueryLimits,
+    sink: &mut dyn RowSink,
+) -> Result<Outcome, QueryError> {
     check_read_only(conn, sql)?;
     conn.execute_batch("BEGIN TRANSACTION")?;
-    let result = run(conn, sql, max_rows);
+    let result = with_time_limit(conn, limits.time_limit, || run(conn, sql, limits.max_rows, sink));
     conn.execute_batch("ROLLBACK")?;
     result
+}
+
+/// Interrupts `work` on `conn` when it outlives `limit`.
+fn with_time_limit<T>(
+    conn: &Connection,
+    limit: Duration,
+    work: impl FnOnce() -> Result<T, QueryError>,
+) -> Result<T, QueryError> {
+    let interrupt = conn.interrupt_handle();
+    let (finished, wait) = mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let timed_out = wait.recv_timeout(limit) == Err(mpsc::RecvTimeoutError::Timeout);
+        if timed_out {
+            interrupt.interrupt();
+        }
+        timed_out
+    });
+    let result = work();
+    drop(finished);
+    let timed_out = watchdog.join().unwrap_or(false);
+    match result {
+        Err(QueryError::Failed(_)) if timed_out => Err(QueryError::TimedOut(limit)),
+        other => other,
+    }
+}
+
+#[derive(Default)]
+struct Collect {
+    columns: Vec<Column>,
+    rows: Vec<Vec<Json>>,
+}
+
+impl RowSink for Collect {
+    fn columns(&mut self, columns: &[Column]) -> Result<(), SinkClosed> {
+        self.columns = columns.to_vec();
+        Ok(())
+    }
+
+    fn row(&mut self, values: &[Value]) -> Result<(), SinkClosed> {
+        self.rows.push(values.iter().map(to_json).collect());
+        Ok(())
+    }
 }
 
 fn check_read_only(conn: &Connection, sql: &str) -> Result<(), QueryError> {
@@ -81,7 +184,7 @@ fn first_word(sql: &str) -> String {
     sql.split_whitespace().next().unwrap_or("").to_uppercase()
 }
 
-fn run(conn: &Connection, sql: &str, max_rows: usize) -> Result<QueryResult, QueryError> {
+fn run(conn: &Connection, sql: &str, max_rows: usize, sink: &mut dyn RowSink) -> Result<Outcome, QueryError> {
     let mut statement = conn.prepare(sql)?;
     let mut rows = statement.query([])?;
     let described = rows.as_ref().expect("a running query has its statement");
@@ -93,22 +196,26 @@ fn run(conn: &Connection, sql: &str, max_rows: usize) -> Result<QueryResult, Que
             type_name: type_name(&described.column_logical_type(i)),
         })
         .collect::<Vec<_>>();
-    let mut result = QueryResult {
-        columns,
-        rows: Vec::new(),
+    sink.columns(&columns)
+        .map_err(|SinkClosed| QueryError::Abandoned)?;
+    let mut outcome = Outcome {
+        rows: 0,
         truncated: false,
     };
+    let mut values = Vec::with_capacity(columns.len());
     while let Some(row) = rows.next()? {
-        if result.rows.len() == max_rows {
-            result.truncated = true;
+        if outcome.rows == max_rows {
+            outcome.truncated = true;
             break;
         }
-        let values = (0..result.columns.len())
-            .map(|i| row.get::<_, Value>(i).map(|value| to_json(&value)))
-            .collect::<Result<_, _>>()?;
-        result.rows.push(values);
+        values.clear();
+        for i in 0..columns.len() {
+            values.push(row.get::<_, Value>(i)?);
+        }
+        sink.row(&values).map_err(|SinkClosed| QueryError::Abandoned)?;
+        outcome.rows += 1;
     }
-    Ok(result)
+    Ok(outcome)
 }
 
 /// DuckDB's spelling of a type, nested types included.

@@ -1,0 +1,128 @@
+//! `ducktrace serve`: the store, both OTLP receivers and the UI, until SIGINT or SIGTERM.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use ducktrace_collector::{Ingest, TraceGrpcService, DEFAULT_MAX_REQUEST_BYTES};
+use ducktrace_store::{Store, StoreConfig, WriterConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Where the span database lives.
+    #[arg(long, env = "DUCKTRACE_DATA_DIR", default_value = "./ducktrace-data")]
+    data_dir: PathBuf,
+    /// OTLP/gRPC listen address.
+    #[arg(long, env = "DUCKTRACE_OTLP_GRPC_ADDR", default_value = "127.0.0.1:4317")]
+    otlp_grpc_addr: SocketAddr,
+    /// OTLP/HTTP listen address.
+    #[arg(long, env = "DUCKTRACE_OTLP_HTTP_ADDR", default_value = "127.0.0.1:4318")]
+    otlp_http_addr: SocketAddr,
+    /// UI and API listen address.
+    #[arg(long, env = "DUCKTRACE_HTTP_ADDR", default_value = "127.0.0.1:16686")]
+    http_addr: SocketAddr,
+    /// Largest OTLP request body accepted, compressed or decompressed, in bytes.
+    #[arg(long, env = "DUCKTRACE_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
+    max_request_bytes: usize,
+    /// Spans received but not yet committed; beyond this, exporters are told to retry later.
+    #[arg(long, env = "DUCKTRACE_MAX_QUEUED_SPANS", default_value_t = WriterConfig::default().max_queued_spans)]
+    max_queued_spans: usize,
+    /// Seconds one SQL statement may run before it is interrupted.
+    #[arg(long, env = "DUCKTRACE_QUERY_TIMEOUT", default_value_t = 30)]
+    query_timeout: u64,
+    /// DuckDB's memory ceiling (ingest and queries together), e.g. 2GB.
+    #[arg(long, env = "DUCKTRACE_MEMORY_LIMIT", default_value = "2GB")]
+    memory_limit: String,
+}
+
+/// How long in-flight requests get to finish after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {addr}"))
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = StoreConfig::new(args.data_dir.clone());
+    config.writer.max_queued_spans = args.max_queued_spans;
+    config.query_time_limit = Duration::from_secs(args.query_timeout);
+    config.memory_limit = args.memory_limit.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&config))
+        .await?
+        .with_context(|| format!("cannot open the span store in {}", args.data_dir.display()))?;
+
+    let grpc_listener = bind(args.otlp_grpc_addr, "OTLP/gRPC").await?;
+    let http_listener = bind(args.otlp_http_addr, "OTLP/HTTP").await?;
+    let ui_listener = bind(args.http_addr, "the UI").await?;
+    println!("ducktrace {} is running", env!("CARGO_PKG_VERSION"));
+    println!("  span store  {}", store.path().display());
+    println!("  OTLP/gRPC   {}", grpc_listener.local_addr()?);
+    println!("  OTLP/HTTP   http://{}/v1/traces", http_listener.local_addr()?);
+    println!("  UI and API  http://{}/", ui_listener.local_addr()?);
+
+    let (stop, stopped) = watch::channel(false);
+    let shutdown = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    };
+    let ingest = Ingest::new(store.writer());
+    let limit = ducktrace_collector::request_limit();
+    let grpc = tonic::transport::Server::builder()
+        .layer(limit.clone())
+        .add_service(TraceGrpcService::new(ingest.clone(), args.max_request_bytes))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(grpc_listener),
+            shutdown(),
+        );
+    let otlp_router = ducktrace_collector::http_router(ingest, args.max_request_bytes).layer(limit);
+    let otlp_http = axum::serve(http_listener, otlp_router)
+        .with_graceful_shutdown(shutdown())
+        .into_future();
+    let ui = axum::serve(ui_listener, ducktrace_ui::router(store.reader()))
+        .with_graceful_shutdown(shutdown())
+        .into_future();
+    let mut servers = tokio::spawn(async move {
+        let (grpc, otlp_http, ui) = tokio::join!(grpc, otlp_http, ui);
+        grpc.context("OTLP/gRPC server")?;
+        otlp_http.context("OTLP/HTTP server")?;
+        ui.context("UI server")
+    });
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    stop.send_replace(true);
+    match tokio::time::timeout(DRAIN_TIMEOUT, &mut servers).await {
+        Ok(joined) => joined??,
+        Err(_) => {
+            tracing::warn!("requests still open after {DRAIN_TIMEOUT:?}; stopping anyway");
+            servers.abort();
+        }
+    }
+    tokio::task::spawn_blocking(move || store.close()).await?;
+    tracing::info!("all acknowledged spans are committed; bye");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler cannot fail on unix");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
