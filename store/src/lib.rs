@@ -3,6 +3,7 @@
 
 mod batch;
 mod columns;
+mod edges;
 pub mod ids;
 pub mod otlp_json;
 mod reader;
@@ -74,6 +75,7 @@ pub struct Store {
     writer: SpanWriter,
     reader: Reader,
     writer_thread: writer::WriterThread,
+    edge_indexer: edges::EdgeIndexer,
     path: PathBuf,
 }
 
@@ -99,11 +101,13 @@ impl Store {
         // Nothing in ducktrace reads or writes files through SQL, so no query can either.
         conn.execute_batch("SET enable_external_access = false; SET lock_configuration = true;")?;
         let (writer, writer_thread) = writer::spawn(conn.try_clone()?, config.writer.clone())?;
+        let edge_indexer = edges::EdgeIndexer::start(conn.try_clone()?)?;
         let reader = Reader::new(conn, config.query_time_limit);
         Ok(Self {
             writer,
             reader,
             writer_thread,
+            edge_indexer,
             path,
         })
     }
@@ -124,6 +128,7 @@ impl Store {
     /// as `WriteError::Closed`, which clients retry.
     pub fn close(self) {
         self.writer_thread.stop();
+        self.edge_indexer.stop();
     }
 }
 

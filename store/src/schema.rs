@@ -61,6 +61,18 @@ CREATE TABLE IF NOT EXISTS span_data (
     dropped_links_count UINTEGER NOT NULL
 );
 
+-- One row per call from one service to another: a parent span and its child in another
+-- service, found by the edge indexer as spans arrive (see edges.rs).
+CREATE TABLE IF NOT EXISTS service_calls (
+    time TIMESTAMP_NS NOT NULL,
+    caller VARCHAR NOT NULL,
+    callee VARCHAR NOT NULL,
+    callee_operation VARCHAR NOT NULL,
+    duration_ns BIGINT NOT NULL,
+    error BOOLEAN NOT NULL,
+    trace_id UUID NOT NULL
+);
+
 -- The text form of one attribute value, for display and for comparisons in SQL.
 CREATE OR REPLACE MACRO attr_text(v) AS
     coalesce(v.str, CAST(v.int AS VARCHAR), CAST(v.dbl AS VARCHAR), CAST(v.bool AS VARCHAR), v.json, lower(hex(v.bytes)));
@@ -98,6 +110,61 @@ SELECT
 FROM span_data s
 JOIN resources r USING (resource_id)
 JOIN scopes sc USING (scope_id);
+
+-- One row per trace. The root is the span without a parent (the earliest, if several); a trace
+-- whose root has not arrived takes its earliest span.
+CREATE OR REPLACE VIEW traces AS
+SELECT
+    replace(CAST(trace_id AS VARCHAR), '-', '') AS trace_id,
+    arg_min(service_name, {{'orphan': parent_span_id IS NOT NULL, 'start': start_time}}) AS root_service,
+    arg_min(span_name, {{'orphan': parent_span_id IS NOT NULL, 'start': start_time}}) AS root_operation,
+    min(start_time) AS start_time,
+    make_timestamp_ns(max(epoch_ns(start_time) + duration_ns)) AS end_time,
+    max(epoch_ns(start_time) + duration_ns) - epoch_ns(min(start_time)) AS duration_ns,
+    count(*) AS span_count,
+    count(*) FILTER (WHERE status_code = 2) AS error_count,
+    list(DISTINCT service_name ORDER BY service_name) AS services
+FROM span_data
+GROUP BY trace_id;
+
+CREATE OR REPLACE VIEW span_events AS
+SELECT
+    replace(CAST(s.trace_id AS VARCHAR), '-', '') AS trace_id,
+    span_id_hex(s.span_id) AS span_id,
+    s.service_name,
+    s.span_name,
+    e.event.time AS time,
+    e.event.name AS name,
+    e.event.attributes AS attributes,
+    e.event.dropped_attributes_count AS dropped_attributes_count
+FROM span_data s, unnest(s.events) AS e(event);
+
+CREATE OR REPLACE VIEW span_links AS
+SELECT
+    replace(CAST(s.trace_id AS VARCHAR), '-', '') AS trace_id,
+    span_id_hex(s.span_id) AS span_id,
+    s.service_name,
+    s.span_name,
+    lower(hex(l.link.trace_id)) AS linked_trace_id,
+    span_id_hex(l.link.span_id) AS linked_span_id,
+    l.link.trace_state AS trace_state,
+    l.link.attributes AS attributes,
+    l.link.dropped_attributes_count AS dropped_attributes_count,
+    l.link.flags AS flags
+FROM span_data s, unnest(s.links) AS l(link);
+
+-- Calls between services per minute, with error counts and latency of the called span.
+CREATE OR REPLACE VIEW service_edges AS
+SELECT
+    time_bucket(INTERVAL 1 MINUTE, time) AS bucket,
+    caller,
+    callee,
+    count(*) AS calls,
+    count(*) FILTER (WHERE error) AS errors,
+    CAST(quantile_cont(duration_ns, 0.5) AS BIGINT) AS p50_ns,
+    CAST(quantile_cont(duration_ns, 0.99) AS BIGINT) AS p99_ns
+FROM service_calls
+GROUP BY ALL;
 "#
     )
 }
