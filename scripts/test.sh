@@ -7,6 +7,17 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ducktrace/target}"
 started=$SECONDS
 step() { printf '\n== [%4ds] %s\n' "$((SECONDS - started))" "$*"; }
 
+# Debian packages the tests drive: a program and the package that provides it.
+missing=()
+for need in psql:postgresql-client; do
+    command -v "${need%%:*}" >/dev/null || missing+=("${need#*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    step "Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
 step "Python OpenTelemetry SDK clients in tests/.venv"
 if [ ! -x tests/.venv/bin/python ]; then
     python3 -m venv tests/.venv

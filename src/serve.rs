@@ -35,6 +35,10 @@ pub struct ServeArgs {
     /// Seconds one SQL statement may run before it is interrupted.
     #[arg(long, env = "DUCKTRACE_QUERY_TIMEOUT", default_value_t = 30)]
     query_timeout: u64,
+    /// Also speak the PostgreSQL wire protocol (read-only SQL, no authentication) here,
+    /// e.g. 127.0.0.1:5433. Off unless given.
+    #[arg(long, env = "DUCKTRACE_PG_ADDR")]
+    pg_addr: Option<SocketAddr>,
     /// DuckDB's memory ceiling (ingest and queries together), e.g. 2GB.
     #[arg(long, env = "DUCKTRACE_MEMORY_LIMIT", default_value = "2GB")]
     memory_limit: String,
@@ -61,11 +65,23 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let grpc_listener = bind(args.otlp_grpc_addr, "OTLP/gRPC").await?;
     let http_listener = bind(args.otlp_http_addr, "OTLP/HTTP").await?;
     let ui_listener = bind(args.http_addr, "the UI").await?;
+    let pg_listener = match args.pg_addr {
+        Some(addr) => Some(bind(addr, "PostgreSQL clients").await?),
+        None => None,
+    };
     println!("ducktrace {} is running", env!("CARGO_PKG_VERSION"));
     println!("  span store  {}", store.path().display());
     println!("  OTLP/gRPC   {}", grpc_listener.local_addr()?);
     println!("  OTLP/HTTP   http://{}/v1/traces", http_listener.local_addr()?);
     println!("  UI and API  http://{}/", ui_listener.local_addr()?);
+    if let Some(listener) = &pg_listener {
+        println!(
+            "  PostgreSQL  {} (psql -h {} -p {})",
+            listener.local_addr()?,
+            listener.local_addr()?.ip(),
+            listener.local_addr()?.port()
+        );
+    }
 
     let (stop, stopped) = watch::channel(false);
     let shutdown = move || {
@@ -90,8 +106,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let ui = axum::serve(ui_listener, ducktrace_ui::router(store.reader()))
         .with_graceful_shutdown(shutdown())
         .into_future();
+    let pg = {
+        let reader = store.reader();
+        let shutdown = shutdown();
+        async move {
+            if let Some(listener) = pg_listener {
+                ducktrace_pg::serve(listener, reader, shutdown).await;
+            }
+        }
+    };
     let mut servers = tokio::spawn(async move {
-        let (grpc, otlp_http, ui) = tokio::join!(grpc, otlp_http, ui);
+        let (grpc, otlp_http, ui, ()) = tokio::join!(grpc, otlp_http, ui, pg);
         grpc.context("OTLP/gRPC server")?;
         otlp_http.context("OTLP/HTTP server")?;
         ui.context("UI server")

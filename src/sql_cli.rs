@@ -106,7 +106,7 @@ impl Backend {
             }
             Backend::Local(reader) => {
                 let mut encoder = Encoder::new(format, Vec::new());
-                let result = reader.query_each(query, reader.limits(args.max_rows), &mut encoder);
+                let result = reader.query_each(query, &[], reader.limits(args.max_rows), &mut encoder);
                 if let Err(error) = &result {
                     bail!("{error}");
                 }

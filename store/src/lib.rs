@@ -238,9 +238,10 @@ impl Reader {
     pub fn query_each(
         &self,
         sql: &str,
+        params: &[Option<String>],
         limits: sql::QueryLimits,
         sink: &mut dyn sql::RowSink,
     ) -> Result<sql::Outcome, sql::QueryError> {
-        self.with_connection(|conn| sql::query_each(conn, sql, limits, sink))
+        self.with_connection(|conn| sql::query_each(conn, sql, params, limits, sink))
     }
 }

@@ -105,7 +105,7 @@ pub async fn sql(
             encoder: Encoder::new(format, ChunkWriter::new(chunks)),
             started: Some(started),
         };
-        let result = reader.query_each(&sql, limits, &mut sink);
+        let result = reader.query_each(&sql, &[], limits, &mut sink);
         match sink.started.take() {
             // Failed before producing anything: the handler answers with an error status.
             Some(started) => {

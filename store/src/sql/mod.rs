@@ -93,7 +93,7 @@ pub enum QueryError {
 /// Runs one read-only statement and collects at most `limits.max_rows` rows.
 pub fn query(conn: &Connection, sql: &str, limits: QueryLimits) -> Result<QueryResult, QueryError> {
     let mut collected = Collect::default();
-    let outcome = query_each(conn, sql, limits, &mut collected)?;
+    let outcome = query_each(conn, sql, &[], limits, &mut collected)?;
     Ok(QueryResult {
         columns: collected.columns,
         rows: collected.rows,
@@ -101,16 +101,20 @@ pub fn query(conn: &Connection, sql: &str, limits: QueryLimits) -> Result<QueryR
     })
 }
 
-/// Runs one read-only statement, handing each row to `sink` as it is produced.
+/// Runs one read-only statement, handing each row to `sink` as it is produced. `params` fill
+/// `$1`, `$2`, ... as text (DuckDB casts them to what the statement expects); None is NULL.
 pub fn query_each(
     conn: &Connection,
     sql: &str,
+    params: &[Option<String>],
     limits: QueryLimits,
     sink: &mut dyn RowSink,
 ) -> Result<Outcome, QueryError> {
     check_read_only(conn, sql)?;
     conn.execute_batch("BEGIN TRANSACTION")?;
-    let result = with_time_limit(conn, limits.time_limit, || run(conn, sql, limits.max_rows, sink));
+    let result = with_time_limit(conn, limits.time_limit, || {
+        run(conn, sql, params, limits.max_rows, sink)
+    });
     conn.execute_batch("ROLLBACK")?;
     result
 }
@@ -184,9 +188,15 @@ fn first_word(sql: &str) -> String {
     sql.split_whitespace().next().unwrap_or("").to_uppercase()
 }
 
-fn run(conn: &Connection, sql: &str, max_rows: usize, sink: &mut dyn RowSink) -> Result<Outcome, QueryError> {
+fn run(
+    conn: &Connection,
+    sql: &str,
+    params: &[Option<String>],
+    max_rows: usize,
+    sink: &mut dyn RowSink,
+) -> Result<Outcome, QueryError> {
     let mut statement = conn.prepare(sql)?;
-    let mut rows = statement.query([])?;
+    let mut rows = statement.query(duckdb::params_from_iter(params))?;
     let described = rows.as_ref().expect("a running query has its statement");
     let columns = (0..described.column_count())
         .map(|i| Column {
