@@ -205,12 +205,38 @@ fn nanos(unix_nano: u64, what: &str) -> Result<i64, String> {
     i64::try_from(unix_nano).map_err(|_| format!("{what} {unix_nano} ns is past the year 2262"))
 }
 
+/// The distinct resources (or scopes) of a batch in first-seen order, found by fingerprint.
+struct Distinct<T> {
+    entries: Vec<T>,
+    index: HashMap<Vec<u8>, u32>,
+}
+
+impl<T> Default for Distinct<T> {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+}
+
+impl<T> Distinct<T> {
+    /// The batch-local index of the entry with this fingerprint, made by `entry` when new.
+    fn index_of(&mut self, fingerprint: Vec<u8>, entry: impl FnOnce(Vec<u8>) -> T) -> u32 {
+        if let Some(&index) = self.index.get(&fingerprint) {
+            return index;
+        }
+        let index = self.entries.len() as u32;
+        self.index.insert(fingerprint.clone(), index);
+        self.entries.push(entry(fingerprint));
+        index
+    }
+}
+
 #[derive(Default)]
 struct BatchBuilder {
-    resources: Vec<ResourceEntry>,
-    resource_index: HashMap<Vec<u8>, u32>,
-    scopes: Vec<ScopeEntry>,
-    scope_index: HashMap<Vec<u8>, u32>,
+    resources: Distinct<ResourceEntry>,
+    scopes: Distinct<ScopeEntry>,
     /// Trace ids back to back, 16 bytes each.
     trace_id: Vec<u8>,
     span_id: Vec<u64>,
@@ -256,34 +282,22 @@ fn service_name(resource: &Resource) -> String {
 
 impl BatchBuilder {
     fn resource(&mut self, resource: Resource, schema_url: &str) -> u32 {
-        let fingerprint = fingerprint(&resource, schema_url);
-        if let Some(&index) = self.resource_index.get(&fingerprint) {
-            return index;
-        }
-        let index = self.resources.len() as u32;
-        self.resource_index.insert(fingerprint.clone(), index);
-        self.resources.push(ResourceEntry {
-            fingerprint,
-            service_name: service_name(&resource),
-            resource,
-            schema_url: schema_url.to_string(),
-        });
-        index
+        self.resources
+            .index_of(fingerprint(&resource, schema_url), |fingerprint| ResourceEntry {
+                fingerprint,
+                service_name: service_name(&resource),
+                resource,
+                schema_url: schema_url.to_string(),
+            })
     }
 
     fn scope(&mut self, scope: InstrumentationScope, schema_url: &str) -> u32 {
-        let fingerprint = fingerprint(&scope, schema_url);
-        if let Some(&index) = self.scope_index.get(&fingerprint) {
-            return index;
-        }
-        let index = self.scopes.len() as u32;
-        self.scope_index.insert(fingerprint.clone(), index);
-        self.scopes.push(ScopeEntry {
-            fingerprint,
-            scope,
-            schema_url: schema_url.to_string(),
-        });
-        index
+        self.scopes
+            .index_of(fingerprint(&scope, schema_url), |fingerprint| ScopeEntry {
+                fingerprint,
+                scope,
+                schema_url: schema_url.to_string(),
+            })
     }
 
     fn push(&mut self, valid: ValidSpan<'_>, resource: u32, scope: u32) {
@@ -364,8 +378,8 @@ impl BatchBuilder {
         ];
         SpanBatch {
             columns,
-            resources: self.resources,
-            scopes: self.scopes,
+            resources: self.resources.entries,
+            scopes: self.scopes.entries,
             len,
         }
     }

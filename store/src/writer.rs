@@ -131,6 +131,25 @@ impl Interner {
         (id, true)
     }
 
+    /// Stored ids for a batch's entries; `new_row` writes the row of each one new to the store.
+    fn ids_for<E>(
+        &mut self,
+        entries: &[E],
+        fingerprint: fn(&E) -> &Vec<u8>,
+        mut new_row: impl FnMut(u32, &E),
+    ) -> Vec<u32> {
+        entries
+            .iter()
+            .map(|entry| {
+                let (id, new) = self.intern(fingerprint(entry));
+                if new {
+                    new_row(id, entry);
+                }
+                id
+            })
+            .collect()
+    }
+
     fn commit(&mut self) {
         self.uncommitted.clear();
     }
@@ -256,28 +275,16 @@ impl Writer {
             let mut spans = transaction.appender("span_data")?;
             for job in group {
                 let batch = &job.batch;
-                let resource_ids: Vec<u32> = batch
-                    .resources
-                    .iter()
-                    .map(|entry| {
-                        let (id, new) = self.resources.intern(&entry.fingerprint);
-                        if new {
-                            resource_rows.push_resource(id, entry);
-                        }
-                        id
-                    })
-                    .collect();
-                let scope_ids: Vec<u32> = batch
-                    .scopes
-                    .iter()
-                    .map(|entry| {
-                        let (id, new) = self.scopes.intern(&entry.fingerprint);
-                        if new {
-                            scope_rows.push_scope(id, entry);
-                        }
-                        id
-                    })
-                    .collect();
+                let resource_ids = self.resources.ids_for(
+                    &batch.resources,
+                    |e| &e.fingerprint,
+                    |id, e| resource_rows.push_resource(id, e),
+                );
+                let scope_ids = self.scopes.ids_for(
+                    &batch.scopes,
+                    |e| &e.fingerprint,
+                    |id, e| scope_rows.push_scope(id, e),
+                );
                 let mut columns = batch.columns.clone();
                 columns[RESOURCE_ID_COLUMN] = remap(&columns[RESOURCE_ID_COLUMN], &resource_ids);
                 columns[SCOPE_ID_COLUMN] = remap(&columns[SCOPE_ID_COLUMN], &scope_ids);
