@@ -1,6 +1,7 @@
-//! The HTTP server on :16686: the JSON API now, the web pages as they land.
+//! The HTTP server on :16686: the JSON API and the server-rendered web pages.
 
 mod api;
+mod pages;
 
 use axum::routing::get;
 use axum::Router;
@@ -13,5 +14,8 @@ pub fn router(reader: Reader) -> Router {
     Router::new()
         .route("/api/v3/traces/{trace_id}", get(api::trace))
         .route("/api/sql", get(api::sql).post(api::sql))
+        .route("/sql", get(pages::sql::page))
+        .route("/static/style.css", get(pages::stylesheet))
+        .layer(axum::middleware::map_response(pages::security_headers))
         .with_state(reader)
 }

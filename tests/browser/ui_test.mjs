@@ -1,0 +1,70 @@
+// Drives the web pages in headless Chromium: node tests/browser/ui_test.mjs BASE_URL OUTDIR.
+// Expects the span named `<script>alert(1)</script>` from tests/ui_browser.rs to be stored.
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { createRequire } from 'node:module';
+
+// playwright-core lives in tests/clients/node_modules, next to the other test clients.
+const require = createRequire(new URL('../clients/package.json', import.meta.url));
+const { chromium } = require('playwright-core');
+
+const [base, outdir] = process.argv.slice(2);
+if (!base || !outdir) {
+  console.error('usage: node tests/browser/ui_test.mjs BASE_URL OUTDIR');
+  process.exit(2);
+}
+mkdirSync(outdir, { recursive: true });
+
+function check(condition, message) {
+  if (!condition) throw new Error(`check failed: ${message}`);
+}
+
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+try {
+  for (const colorScheme of ['light', 'dark']) {
+    const page = await browser.newPage({ colorScheme, viewport: { width: 1366, height: 800 } });
+    const violations = [];
+    page.on('console', (message) => {
+      if (message.type() === 'error') violations.push(message.text());
+    });
+
+    await page.goto(`${base}/sql`);
+    check(await page.title() === 'SQL · ducktrace', `title: ${await page.title()}`);
+    check(await page.locator('nav a[aria-current="page"]').innerText() === 'SQL', 'SQL is the current page');
+
+    // The keyboard reaches the skip link first.
+    await page.keyboard.press('Tab');
+    check(await page.evaluate(() => document.activeElement.className) === 'skip', 'skip link is focused first');
+
+    await page.screenshot({ path: join(outdir, `sql-empty-${colorScheme}.png`), fullPage: true });
+
+    // Run an example, then a query of our own that returns the hostile span.
+    await page.getByRole('button', { name: 'Spans per service' }).click();
+    await page.waitForSelector('table.results');
+    await page.fill('#q', 'SELECT service_name, span_name, duration_ns FROM spans');
+    await page.getByRole('button', { name: 'Run' }).click();
+    await page.waitForSelector('table.results');
+    const cells = await page.locator('table.results td').allInnerTexts();
+    check(cells.includes('<script>alert(1)</script>'), `span name shown as text: ${cells}`);
+    check(cells.includes('<img src=x onerror=window.__xss=1>'), `service shown as text: ${cells}`);
+    check(await page.evaluate(() => window.__xss) === undefined, 'stored payload did not execute');
+    check(await page.locator('#row-count').innerText() === '1 row', 'row count');
+    await page.screenshot({ path: join(outdir, `sql-result-${colorScheme}.png`), fullPage: true });
+
+    await page.fill('#q', 'SELEC nonsense');
+    await page.getByRole('button', { name: 'Run' }).click();
+    check(await page.locator('p.error').isVisible(), 'syntax error shown');
+    await page.screenshot({ path: join(outdir, `sql-error-${colorScheme}.png`), fullPage: true });
+
+    const blocked = violations.filter((text) => !text.includes('400'));
+    check(blocked.length === 0, `console errors: ${blocked}`);
+    await page.close();
+  }
+  console.log('ui_test: ok');
+} finally {
+  await browser.close();
+}

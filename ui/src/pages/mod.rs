@@ -1,0 +1,80 @@
+//! Server-rendered HTML pages: the shared layout, its stylesheet, security headers and errors.
+//! Every page works without JavaScript; span data reaches HTML only through askama's escaping.
+
+pub mod sql;
+
+use askama::Template;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+
+/// The one stylesheet, compiled into the binary so the UI needs no files at run time.
+const STYLESHEET: &str = include_str!("../../static/style.css");
+
+/// Scripts, styles and images only from this server; no inline script, no framing.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; \
+     frame-ancestors 'none'";
+
+/// `GET /static/style.css`
+pub async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        STYLESHEET,
+    )
+        .into_response()
+}
+
+/// Adds the security headers to every response, pages and API alike.
+pub async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    response
+}
+
+/// A page that could not be produced; shown to the user as an HTML error page.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("could not render the page: {0}")]
+    Render(#[from] askama::Error),
+    #[error("the query task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// The error page, inside the usual layout.
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    active: &'static str,
+    message: String,
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        tracing::warn!(error = %self, "page failed");
+        let page = ErrorPage {
+            active: "",
+            message: self.to_string(),
+        };
+        match page.render() {
+            Ok(html) => (StatusCode::INTERNAL_SERVER_ERROR, Html(html)).into_response(),
+            Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response(),
+        }
+    }
+}
+
+/// Renders `page` as an HTML response with `status`.
+fn render(status: StatusCode, page: &impl Template) -> Result<Response, PageError> {
+    Ok((status, Html(page.render()?)).into_response())
+}
