@@ -53,6 +53,10 @@ try {
     check(cells.includes('<img src=x onerror=window.__xss=1>'), `service shown as text: ${cells}`);
     check(await page.evaluate(() => window.__xss) === undefined, 'stored payload did not execute');
     check(await page.locator('#row-count').innerText() === '1 row', 'row count');
+    const csvHref = await page.locator('#csv-download').getAttribute('href');
+    const csv = await (await page.request.get(new URL(csvHref, base).href)).text();
+    check(csv.startsWith('service_name,span_name,duration_ns') && csv.includes('<script>alert(1)</script>'),
+      `CSV download: ${csv}`);
     await page.screenshot({ path: join(outdir, `sql-result-${colorScheme}.png`), fullPage: true });
 
     await page.fill('#q', 'SELEC nonsense');
