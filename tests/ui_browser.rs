@@ -39,3 +39,22 @@ fn pages_work_in_a_browser() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn overview_pages_work_in_a_browser() {
+    let server = Server::start();
+    let shop = common::shop::send(&server, 30, 3);
+    let output = Command::new("node")
+        .arg(repo_path("tests/browser/overview_test.mjs"))
+        .arg(server.ui_url(""))
+        .arg(repo_path("tests/artifacts"))
+        .arg(&shop.trace_ids[0])
+        .output()
+        .expect("node runs");
+    assert!(
+        output.status.success(),
+        "overview_test.mjs failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

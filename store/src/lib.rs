@@ -5,6 +5,7 @@ mod batch;
 mod columns;
 mod edges;
 pub mod ids;
+pub mod metrics;
 pub mod otlp_json;
 mod reader;
 mod schema;

@@ -1,6 +1,8 @@
 //! Harness for end-to-end tests: runs the real `ducktrace` binary and talks to it over the wire.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod shop;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,7 +1,15 @@
 //! Server-rendered HTML pages: the shared layout, its stylesheet, security headers and errors.
 //! Every page works without JavaScript; span data reaches HTML only through askama's escaping.
 
+pub mod chart;
+pub mod dependencies;
+pub mod graph;
+pub mod links;
+pub mod palette;
+pub mod services;
 pub mod sql;
+pub mod time_range;
+pub mod units;
 
 use askama::Template;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -50,6 +58,14 @@ pub enum PageError {
     Render(#[from] askama::Error),
     #[error("the query task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The request asked for something malformed; shown with status 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request named something that does not exist; shown with status 404.
+    #[error("{0}")]
+    NotFound(String),
+    #[error("could not read the span store: {0}")]
+    Store(#[from] ducktrace_store::StoreError),
 }
 
 /// The error page, inside the usual layout.
@@ -62,14 +78,21 @@ struct ErrorPage {
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        tracing::warn!(error = %self, "page failed");
+        let status = match self {
+            PageError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            PageError::NotFound(_) => StatusCode::NOT_FOUND,
+            _ => {
+                tracing::warn!(error = %self, "page failed");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
         let page = ErrorPage {
             active: "",
             message: self.to_string(),
         };
         match page.render() {
-            Ok(html) => (StatusCode::INTERNAL_SERVER_ERROR, Html(html)).into_response(),
-            Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response(),
+            Ok(html) => (status, Html(html)).into_response(),
+            Err(_) => (status, self.to_string()).into_response(),
         }
     }
 }
