@@ -1,5 +1,7 @@
 //! The `ducktrace` binary: parses flags and hands over to one command module.
 
+mod export_cli;
+mod progress;
 mod serve;
 mod sql_cli;
 
@@ -19,6 +21,10 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run read-only SQL against a running server or, when none runs, the data directory.
     Sql(sql_cli::SqlArgs),
+    /// Write the spans as Parquet files, one folder per day, from a server or the data directory.
+    Export(export_cli::ExportArgs),
+    /// Load files written by `export` into a data directory (its server must be stopped).
+    Import(export_cli::ImportArgs),
 }
 
 #[tokio::main]
@@ -32,5 +38,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve::serve(args).await,
         Command::Sql(args) => tokio::task::spawn_blocking(move || sql_cli::run(args)).await?,
+        Command::Export(args) => tokio::task::spawn_blocking(move || export_cli::export(args)).await?,
+        Command::Import(args) => export_cli::import(args).await,
     }
 }

@@ -19,6 +19,12 @@ fn start_with_postgres() -> (Server, u16) {
 }
 
 fn psql(port: u16, sql: &str) -> (bool, String, String) {
+    psql_session(port, &[sql])
+}
+
+/// Runs each statement in turn in one psql session (one connection).
+fn psql_session(port: u16, statements: &[&str]) -> (bool, String, String) {
+    let commands: Vec<&str> = statements.iter().flat_map(|sql| ["-c", sql]).collect();
     let output = Command::new("psql")
         .args([
             "-h",
@@ -32,9 +38,8 @@ fn psql(port: u16, sql: &str) -> (bool, String, String) {
             "-X",
             "-A",
             "-t",
-            "-c",
-            sql,
         ])
+        .args(commands)
         .output()
         .expect("psql is installed by the README's test command");
     let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
@@ -85,4 +90,62 @@ fn psycopg_binds_parameters_and_gets_typed_values() {
             "refused": "25006",
         })
     );
+}
+
+#[test]
+fn every_escape_route_is_refused_over_the_wire_too() {
+    let (_server, port) = start_with_postgres();
+    let refused = [
+        ("DELETE FROM span_data", "only read-only SELECT"),
+        (
+            "INSERT INTO ducktrace_meta VALUES ('a', 'b')",
+            "only read-only SELECT",
+        ),
+        (
+            "CREATE TABLE stolen AS SELECT * FROM span_data",
+            "only read-only SELECT",
+        ),
+        (
+            "COPY span_data TO '/tmp/ducktrace-pg-stolen.csv'",
+            "only read-only SELECT",
+        ),
+        (
+            "ATTACH '/tmp/ducktrace-pg-other.db' AS other",
+            "only read-only SELECT",
+        ),
+        ("INSTALL httpfs", "only read-only SELECT"),
+        ("LOAD httpfs", "only read-only SELECT"),
+        ("PRAGMA memory_limit = '100GB'", "only read-only SELECT"),
+        ("CALL checkpoint()", "only read-only SELECT"),
+        ("SELECT 1; DELETE FROM span_data", "only read-only SELECT"),
+        (
+            "SELECT * FROM read_csv('/etc/passwd')",
+            "disabled by configuration",
+        ),
+        (
+            "SELECT * FROM read_parquet('/etc/passwd')",
+            "disabled by configuration",
+        ),
+        ("SELECT * FROM glob('/etc/*')", "disabled by configuration"),
+    ];
+    for (sql, why) in refused {
+        let (ok, out, err) = psql(port, sql);
+        assert!(!ok, "{sql:?} must be refused, got {out}");
+        assert!(err.contains(why), "{sql:?}: {err}");
+    }
+    assert!(!std::path::Path::new("/tmp/ducktrace-pg-stolen.csv").exists());
+    // SET is acknowledged for drivers' sake but changes nothing: files stay out of reach.
+    let (_, out, err) = psql_session(
+        port,
+        &[
+            "SET enable_external_access = true",
+            "SELECT * FROM read_csv('/etc/passwd')",
+            "SELECT value FROM duckdb_settings() WHERE name = 'enable_external_access'",
+        ],
+    );
+    assert!(err.contains("disabled by configuration"), "{err}");
+    assert!(out.ends_with("false\n"), "{out}");
+    let (ok, out, _) = psql(port, "SELECT count(*) FROM spans");
+    assert!(ok);
+    assert_eq!(out, "5\n", "nothing was deleted");
 }

@@ -70,6 +70,22 @@ fn writes_files_settings_and_multiple_statements_are_refused() {
         ("PRAGMA enable_profiling", "only read-only SELECT"),
         ("CALL checkpoint()", "only read-only SELECT"),
         ("SELECT 1; DELETE FROM span_data", "only read-only SELECT"),
+        ("PRAGMA memory_limit = '100GB'", "only read-only SELECT"),
+        ("RESET memory_limit", "only read-only SELECT"),
+        ("DETACH memory", "only read-only SELECT"),
+        ("EXPORT DATABASE '/tmp/ducktrace-stolen'", "only read-only SELECT"),
+        (
+            "SELECT * FROM read_parquet('/etc/passwd')",
+            "disabled by configuration",
+        ),
+        (
+            "SELECT * FROM read_text('/etc/hostname')",
+            "disabled by configuration",
+        ),
+        (
+            "SELECT current_setting('memory_limit'); SET threads = 1",
+            "only read-only SELECT",
+        ),
         ("SELECT 1; SELECT 2", "single read-only SELECT"),
         (
             "SELECT * FROM read_csv('/etc/passwd')",
@@ -90,6 +106,14 @@ fn writes_files_settings_and_multiple_statements_are_refused() {
         assert!(message.contains(why), "{sql:?}: {message}");
     }
     assert!(!std::path::Path::new("/tmp/ducktrace-stolen.csv").exists());
+    assert!(!std::path::Path::new("/tmp/ducktrace-stolen").exists());
+    // Reading DuckDB's own settings is harmless and allowed; they show the sandbox in force.
+    let (status, answer) = post_sql(
+        &server,
+        "SELECT value FROM duckdb_settings() WHERE name = 'enable_external_access'",
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["rows"], serde_json::json!([["false"]]));
     let (_, answer) = post_sql(&server, "SELECT count(*) FROM span_data");
     assert_eq!(answer["rows"][0][0], 3, "nothing was deleted");
 }
@@ -169,13 +193,127 @@ fn the_cli_queries_a_running_server_and_a_stopped_data_dir() {
         "an explicit --server that does not answer is an error: {out}"
     );
     assert!(err.contains("no ducktrace API answers"), "{err}");
-    // With no server given and none running, the data directory is opened read-only; the
-    // interactive prompt reads statements ending in ';' across lines.
+    // Offline (as with no server given and none running), the data directory is opened
+    // read-only; the interactive prompt reads statements ending in ';' across lines.
     let (ok, out, err) = ducktrace_sql(
-        &["--data-dir", dir, "--format", "json"],
+        &["--offline", "--data-dir", dir, "--format", "json"],
         "SELECT count(*) AS n\nFROM spans;\nSELECT 2 AS two;\n",
     );
     assert!(ok, "{err}");
     assert!(out.contains(r#""rows":[[4]]"#), "{out}");
     assert!(out.contains(r#""rows":[[2]]"#), "{out}");
+}
+
+/// Reads a Parquet answer with DuckDB, in a connection of its own: the values and the footer.
+fn read_parquet(bytes: &[u8]) -> (Vec<(i64, String)>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("answer.parquet");
+    std::fs::write(&file, bytes).unwrap();
+    let conn = duckdb::Connection::open_in_memory().unwrap();
+    let file = file.display();
+    let rows = conn
+        .prepare(&format!("SELECT * FROM read_parquet('{file}')"))
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let truncated = conn
+        .query_row(
+            &format!("SELECT decode(value) FROM parquet_kv_metadata('{file}') WHERE decode(key) = 'ducktrace.truncated'"),
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    (rows, truncated)
+}
+
+#[test]
+fn parquet_and_arrow_answers_stream_batches_and_honour_max_rows() {
+    let server = Server::start();
+    let sql = "SELECT i AS n, 'row ' || i AS label FROM range(5000) t(i)";
+    let url = |query: &str| server.ui_url(&format!("/api/sql?{query}&q={}", urlencode(sql)));
+
+    let (status, headers, body) = http_post(&url("format=parquet&max_rows=10000"), &[], b"");
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "application/vnd.apache.parquet");
+    let (rows, truncated) = read_parquet(&body);
+    assert_eq!(rows.len(), 5000);
+    assert_eq!(rows[4999], (4999, "row 4999".to_string()));
+    assert_eq!(truncated, "false");
+
+    // 3000 rows end inside DuckDB's second chunk of 2048: the batch is cut there.
+    let (status, _, body) = http_post(&url("format=parquet&max_rows=3000"), &[], b"");
+    assert_eq!(status, 200);
+    let (rows, truncated) = read_parquet(&body);
+    assert_eq!(rows.len(), 3000);
+    assert_eq!(truncated, "true");
+
+    let (status, headers, body) = http_post(&url("format=arrow&max_rows=3000"), &[], b"");
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "application/vnd.apache.arrow.stream");
+    let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None).unwrap();
+    let schema = reader.schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["n", "label"]);
+    let batches: Vec<_> = reader.collect::<Result<_, _>>().unwrap();
+    assert!(batches.len() >= 2, "one batch per DuckDB chunk");
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 3000);
+
+    // The same refusals as JSON, before any byte of the answer.
+    let (status, _, body) = http_post(
+        &server.ui_url("/api/sql?format=parquet"),
+        &[],
+        b"COPY span_data TO '/tmp/ducktrace-stolen.parquet'",
+    );
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("only read-only SELECT"));
+    // A type Parquet cannot hold is named, not sent as a broken file.
+    let (status, _, body) = http_post(
+        &server.ui_url("/api/sql?format=parquet"),
+        &[],
+        b"SELECT INTERVAL 1 DAY AS wait",
+    );
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        String::from_utf8_lossy(&body).contains("cannot be written as parquet: column wait is an INTERVAL")
+    );
+    let (status, _, body) = http_post(&server.ui_url("/api/sql?format=xml&q=SELECT%201"), &[], b"");
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("use json, csv, parquet or arrow"));
+}
+
+#[test]
+fn slow_queries_never_block_ingest() {
+    let server = Server::start_with(&["--query-timeout", "10"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    std::thread::scope(|scope| {
+        let queries: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    post_sql(
+                        &server,
+                        "SELECT count(*) FROM range(300000000) a(i) WHERE i % 7 = 3",
+                    )
+                })
+            })
+            .collect();
+        // While all eight run, OTLP exports are still acknowledged one after another.
+        for seed in 0..20u8 {
+            post_protobuf(&server, &synthetic_request(seed, 50));
+            assert!(std::time::Instant::now() < deadline, "ingest stalled");
+        }
+        for query in queries {
+            let (status, answer) = query.join().unwrap();
+            assert!(
+                status == 200
+                    || answer["error"]["message"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("time limit"),
+                "{answer}"
+            );
+        }
+    });
+    assert_eq!(common::span_count(&server), 20 * 50);
 }

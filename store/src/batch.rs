@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use duckdb::arrow::array::{
-    ArrayRef, FixedSizeBinaryArray, Int64Array, StringBuilder, TimestampNanosecondArray, UInt32Array,
-    UInt64Array, UInt8Array,
+    ArrayRef, FixedSizeBinaryArray, Int64Array, RecordBatch, StringBuilder, TimestampNanosecondArray,
+    UInt32Array, UInt64Array, UInt8Array,
 };
 use duckdb::arrow::buffer::Buffer;
 use duckdb::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -85,6 +85,8 @@ pub struct ScopeEntry {
 /// `columns[RESOURCE_ID_COLUMN]` and `columns[SCOPE_ID_COLUMN]` hold indexes into `resources`
 /// and `scopes` until the writer swaps in the stored ids.
 pub struct SpanBatch {
+    /// `span_schema()`, or for imported spans the same columns with their nested types as read.
+    pub(crate) schema: SchemaRef,
     pub(crate) columns: Vec<ArrayRef>,
     pub(crate) resources: Vec<ResourceEntry>,
     pub(crate) scopes: Vec<ScopeEntry>,
@@ -115,6 +117,21 @@ impl SpanBatch {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// A batch of columns in `span_schema` order whose id columns index `resources` and `scopes`.
+    pub(crate) fn from_columns(
+        batch: RecordBatch,
+        resources: Vec<ResourceEntry>,
+        scopes: Vec<ScopeEntry>,
+    ) -> Self {
+        SpanBatch {
+            schema: batch.schema(),
+            len: batch.num_rows(),
+            columns: batch.columns().to_vec(),
+            resources,
+            scopes,
+        }
     }
 
     /// Converts a request, setting aside spans that fail validation.
@@ -268,7 +285,7 @@ fn fingerprint(message: &impl Message, schema_url: &str) -> Vec<u8> {
     bytes
 }
 
-fn service_name(resource: &Resource) -> String {
+pub(crate) fn service_name(resource: &Resource) -> String {
     resource
         .attributes
         .iter()
@@ -377,6 +394,7 @@ impl BatchBuilder {
             Arc::new(UInt32Array::from(self.dropped_links_count)),
         ];
         SpanBatch {
+            schema: span_schema(),
             columns,
             resources: self.resources.entries,
             scopes: self.scopes.entries,

@@ -4,7 +4,9 @@
 mod batch;
 mod columns;
 mod edges;
+pub mod export;
 pub mod ids;
+pub mod import;
 pub mod metrics;
 pub mod otlp_json;
 mod reader;

@@ -18,7 +18,7 @@ use duckdb::arrow::datatypes::{DataType, Field, Schema};
 use duckdb::Connection;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::batch::{span_schema, SpanBatch, RESOURCE_ID_COLUMN, SCOPE_ID_COLUMN};
+use crate::batch::{SpanBatch, RESOURCE_ID_COLUMN, SCOPE_ID_COLUMN};
 use crate::columns::{attributes_type, AttributeColumn};
 use crate::StoreError;
 
@@ -288,7 +288,7 @@ impl Writer {
                 let mut columns = batch.columns.clone();
                 columns[RESOURCE_ID_COLUMN] = remap(&columns[RESOURCE_ID_COLUMN], &resource_ids);
                 columns[SCOPE_ID_COLUMN] = remap(&columns[SCOPE_ID_COLUMN], &scope_ids);
-                spans.append_record_batch(RecordBatch::try_new(span_schema(), columns)?)?;
+                spans.append_record_batch(RecordBatch::try_new(batch.schema.clone(), columns)?)?;
             }
             // Appenders only report flush errors from an explicit flush, never from drop.
             spans.flush()?;

@@ -8,7 +8,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ducktrace_store::sql::output::{Encoder, Format};
-use ducktrace_store::sql::{Column, RowSink, SinkClosed};
+use ducktrace_store::sql::{BatchSink, Column, RowSink, SinkClosed};
 use ducktrace_store::{duckdb_value, Reader, TraceId};
 use opentelemetry_proto::tonic::trace::v1::TracesData;
 use serde::Deserialize;
@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 /// Rows returned when a query does not say `max_rows`.
 pub const DEFAULT_MAX_ROWS: usize = 10_000;
 /// Rows a single answer may hold at most.
-pub const MAX_ROWS_LIMIT: usize = 1_000_000;
+pub use ducktrace_store::sql::MAX_ROWS_LIMIT;
 
 /// An error answered as `{"error": {"httpCode", "message"}}`, as Jaeger's API v3 does.
 pub struct ApiError(StatusCode, String);
@@ -73,8 +73,11 @@ const CHUNK_BYTES: usize = 64 * 1024;
 /// Pieces buffered between the query thread and a slow client; the query waits beyond it.
 const CHUNKS_IN_FLIGHT: usize = 8;
 
-/// `GET /api/sql?q=...` and `POST /api/sql` with the SQL as the body; `format=json|csv`,
-/// `max_rows`. The answer streams: rows are encoded and sent as the query produces them.
+/// `GET /api/sql?q=...` and `POST /api/sql` with the SQL as the body;
+/// `format=json|csv|parquet|arrow`, `max_rows`. The answer streams: rows (or record batches)
+/// are encoded and sent as the query produces them. A query that fails after the first bytes
+/// were sent ends a JSON answer with `"error"`; any other format's response is cut off, so no
+/// client mistakes a partial CSV, Arrow or Parquet answer for a whole one.
 pub async fn sql(
     State(reader): State<Reader>,
     Query(params): Query<SqlParams>,
@@ -97,12 +100,12 @@ pub async fn sql(
         .parse()
         .map_err(bad_request)?;
 
-    let (chunks, body) = tokio::sync::mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
+    let (chunks, body) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
     let (started, start) = oneshot::channel();
     tokio::task::spawn_blocking(move || {
         let limits = reader.limits(max_rows);
         let mut sink = Streaming {
-            encoder: Encoder::new(format, ChunkWriter::new(chunks)),
+            encoder: Encoder::new(format, ChunkWriter::new(chunks.clone())),
             started: Some(started),
         };
         let result = reader.query_each(&sql, &[], limits, &mut sink);
@@ -114,8 +117,12 @@ pub async fn sql(
                     .map_or_else(|| "the query produced no columns".into(), |e| e.to_string())));
             }
             None => {
-                if let Err(error) = sink.encoder.finish(&result) {
-                    tracing::debug!(%error, "SQL result stream closed early");
+                let finished = sink.encoder.finish(&result);
+                if let Err(error) = finished {
+                    tracing::debug!(%error, "SQL result stream ended early");
+                    if format != Format::Json {
+                        let _ = chunks.blocking_send(Err(error));
+                    }
                 }
             }
         }
@@ -123,9 +130,7 @@ pub async fn sql(
     match start.await {
         Ok(Ok(())) => {
             let stream = futures_util::stream::unfold(body, |mut body| async move {
-                body.recv()
-                    .await
-                    .map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), body))
+                body.recv().await.map(|chunk| (chunk, body))
             });
             Ok((
                 [(header::CONTENT_TYPE, format.content_type())],
@@ -159,16 +164,20 @@ impl RowSink for Streaming {
     fn row(&mut self, values: &[duckdb_value::Value]) -> Result<(), SinkClosed> {
         self.encoder.row(values)
     }
+
+    fn as_batch_sink(&mut self) -> Option<&mut dyn BatchSink> {
+        self.encoder.as_batch_sink()
+    }
 }
 
 /// Collects encoded bytes and sends them on in chunks; fails once the response is dropped.
 struct ChunkWriter {
     buffer: Vec<u8>,
-    chunks: tokio::sync::mpsc::Sender<Bytes>,
+    chunks: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
 }
 
 impl ChunkWriter {
-    fn new(chunks: tokio::sync::mpsc::Sender<Bytes>) -> Self {
+    fn new(chunks: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>) -> Self {
         Self {
             buffer: Vec::with_capacity(CHUNK_BYTES),
             chunks,
@@ -181,7 +190,7 @@ impl ChunkWriter {
             Vec::with_capacity(CHUNK_BYTES),
         ));
         self.chunks
-            .blocking_send(chunk)
+            .blocking_send(Ok(chunk))
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
     }
 }

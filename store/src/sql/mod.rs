@@ -11,11 +11,16 @@ pub mod output;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use duckdb::arrow::array::RecordBatch;
+use duckdb::arrow::datatypes::SchemaRef;
 use duckdb::core::{LogicalTypeHandle, LogicalTypeId};
 use duckdb::types::{TimeUnit, Value};
 use duckdb::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
+
+/// Rows one answer may hold at most, whatever the client asks for.
+pub const MAX_ROWS_LIMIT: usize = 1_000_000;
 
 /// How much one query may return and take.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +43,18 @@ pub trait RowSink {
     /// Called once, before any row.
     fn columns(&mut self, columns: &[Column]) -> Result<(), SinkClosed>;
     fn row(&mut self, values: &[Value]) -> Result<(), SinkClosed>;
+    /// Sinks that write a columnar format (Arrow IPC, Parquet) take DuckDB's result chunks as
+    /// Arrow record batches instead of rows; the query then streams batches to them.
+    fn as_batch_sink(&mut self) -> Option<&mut dyn BatchSink> {
+        None
+    }
+}
+
+/// Takes a query's result as Arrow record batches, each one of DuckDB's chunks (2048 rows).
+pub trait BatchSink {
+    /// Called once, before `columns` and any batch; an error here means nothing was written.
+    fn schema(&mut self, schema: &SchemaRef) -> Result<(), QueryError>;
+    fn batch(&mut self, batch: &RecordBatch) -> Result<(), QueryError>;
 }
 
 /// The reader of the rows went away; the query stops.
@@ -84,6 +101,8 @@ pub enum QueryError {
     TimedOut(Duration),
     #[error("the reader of the result went away")]
     Abandoned,
+    #[error("the result cannot be written as {format}: {reason}")]
+    Encode { format: &'static str, reason: String },
     #[error("{0}")]
     Failed(#[from] duckdb::Error),
     #[error(transparent)]
@@ -196,16 +215,12 @@ fn run(
     sink: &mut dyn RowSink,
 ) -> Result<Outcome, QueryError> {
     let mut statement = conn.prepare(sql)?;
-    let mut rows = statement.query(duckdb::params_from_iter(params))?;
-    let described = rows.as_ref().expect("a running query has its statement");
-    let columns = (0..described.column_count())
-        .map(|i| Column {
-            name: described
-                .column_name(i)
-                .map_or_else(|_| format!("column{i}"), String::clone),
-            type_name: type_name(&described.column_logical_type(i)),
-        })
-        .collect::<Vec<_>>();
+    let params = duckdb::params_from_iter(params);
+    if sink.as_batch_sink().is_some() {
+        return run_batches(&mut statement, params, max_rows, sink);
+    }
+    let mut rows = statement.query(params)?;
+    let columns = describe(rows.as_ref().expect("a running query has its statement"));
     sink.columns(&columns)
         .map_err(|SinkClosed| QueryError::Abandoned)?;
     let mut outcome = Outcome {
@@ -226,6 +241,55 @@ fn run(
         outcome.rows += 1;
     }
     Ok(outcome)
+}
+
+/// The columnar twin of the row loop in `run`: DuckDB's chunks go out as Arrow record batches,
+/// fetched one at a time, the last one cut at `max_rows`.
+fn run_batches(
+    statement: &mut duckdb::Statement<'_>,
+    params: impl duckdb::Params,
+    max_rows: usize,
+    sink: &mut dyn RowSink,
+) -> Result<Outcome, QueryError> {
+    let schema = statement.stream_arrow(params)?.get_schema();
+    let columns = describe(statement);
+    if let Some(batches) = sink.as_batch_sink() {
+        batches.schema(&schema)?;
+    }
+    sink.columns(&columns)
+        .map_err(|SinkClosed| QueryError::Abandoned)?;
+    let batches = sink.as_batch_sink().expect("checked by the caller");
+    let mut outcome = Outcome {
+        rows: 0,
+        truncated: false,
+    };
+    while let Some(chunk) = statement.step()? {
+        let batch = RecordBatch::from(&chunk);
+        let room = max_rows - outcome.rows;
+        if batch.num_rows() > room {
+            if room > 0 {
+                batches.batch(&batch.slice(0, room))?;
+            }
+            outcome.rows = max_rows;
+            outcome.truncated = true;
+            break;
+        }
+        batches.batch(&batch)?;
+        outcome.rows += batch.num_rows();
+    }
+    Ok(outcome)
+}
+
+/// Names and DuckDB types of an executed statement's result columns.
+fn describe(statement: &duckdb::Statement<'_>) -> Vec<Column> {
+    (0..statement.column_count())
+        .map(|i| Column {
+            name: statement
+                .column_name(i)
+                .map_or_else(|_| format!("column{i}"), String::clone),
+            type_name: type_name(&statement.column_logical_type(i)),
+        })
+        .collect()
 }
 
 /// DuckDB's spelling of a type, nested types included.
@@ -362,7 +426,7 @@ fn format_time(nanos_in_day: i128) -> String {
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's civil_from_days).
-fn format_date(days: i64) -> String {
+pub(crate) fn format_date(days: i64) -> String {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
