@@ -34,7 +34,9 @@ impl Api {
     /// Runs SQL through `POST /api/sql` and returns its rows.
     pub async fn sql(&self, sql: &str) -> Result<Vec<Vec<Json>>> {
         let url = format!("{}/api/sql", self.base);
-        let body = self.fetch(Method::POST, &url, Bytes::from(sql.to_string())).await?;
+        let body = self
+            .fetch(Method::POST, &url, Bytes::from(sql.to_string()))
+            .await?;
         let mut answer: Json = serde_json::from_slice(&body).context("/api/sql answered no JSON")?;
         let rows = answer["rows"].take();
         serde_json::from_value(rows).with_context(|| format!("/api/sql answered no rows for {sql}"))

@@ -86,7 +86,11 @@ pub async fn run(args: FillArgs) -> Result<()> {
     }
     let bytes_per_span = disk.as_ref().map(|d| d.total() as f64 / stored as f64);
     if let (Some(disk), Some(per_span)) = (&disk, bytes_per_span) {
-        let when = if started_here { "after the shutdown checkpoint" } else { "while running" };
+        let when = if started_here {
+            "after the shutdown checkpoint"
+        } else {
+            "while running"
+        };
         println!(
             "bytes on disk per span {when}: {per_span:.1} ({} B database + {} B WAL)",
             disk.database_bytes, disk.wal_bytes

@@ -132,7 +132,9 @@ pub async fn run(config: &LoadConfig<'_>, pool: Arc<Pool>) -> Result<LoadResult>
     for client in clients {
         tally.merge(client.await?);
     }
-    let measured = Instant::now().min(window.end).saturating_duration_since(window.start);
+    let measured = Instant::now()
+        .min(window.end)
+        .saturating_duration_since(window.start);
     finished.send_replace(true);
     let server = match server_usage {
         Some(watch) => Some(watch.await??),

@@ -144,7 +144,11 @@ impl Fields {
             let (value, after) = rest.split_at(len);
             match (&walk, wire_type) {
                 (Walk::Path([next, deeper @ ..]), LEN) if field == *next => {
-                    let inner = if deeper.is_empty() { Walk::Span } else { Walk::Path(deeper) };
+                    let inner = if deeper.is_empty() {
+                        Walk::Span
+                    } else {
+                        Walk::Path(deeper)
+                    };
                     self.walk(value, start, inner);
                 }
                 (Walk::Span, LEN) if ID_FIELDS.contains(&field) => self.ids.push(start..start + len),
@@ -657,7 +661,10 @@ mod tests {
         let hour = 3_600_000_000_000;
         let sent = spans(&pool.fresh(0, hour));
         let events = |s: &Span| s.events.iter().map(|e| e.time_unix_nano).collect::<Vec<_>>();
-        assert!(original.iter().any(|s| !s.events.is_empty()), "some spans have events");
+        assert!(
+            original.iter().any(|s| !s.events.is_empty()),
+            "some spans have events"
+        );
         for (before, after) in original.iter().zip(&sent) {
             assert_eq!(after.start_time_unix_nano, before.start_time_unix_nano - hour);
             assert_eq!(after.end_time_unix_nano, before.end_time_unix_nano - hour);
