@@ -29,15 +29,15 @@ const MIXED_CLIENTS: u32 = 8;
 const MIXED_WARMUP: Duration = Duration::from_secs(3);
 const MIXED_SPANS_PER_REQUEST: usize = 1000;
 
-/// `service`, `operation`, `min_ns`, `from_s`, `to_s` are filled in; times are epoch seconds.
+/// `service`, `operation`, `min_ns`, `from_us`, `to_us` are filled in; times are epoch microseconds.
 pub const SEARCH_SQL: &str = "SELECT trace_id, span_name, duration_ns, start_time FROM spans \
 WHERE service_name = '{service}' AND span_name = '{operation}' AND duration_ns >= {min_ns} \
-AND start_time >= make_timestamp({from_s} * 1000000) AND start_time < make_timestamp({to_s} * 1000000) \
+AND start_time >= make_timestamp({from_us}) AND start_time < make_timestamp({to_us}) \
 ORDER BY start_time DESC LIMIT 20";
 pub const ATTRIBUTE_SQL: &str = "SELECT trace_id, span_name, start_time FROM spans \
 WHERE attr(attributes, 'user.id') = '{user}' ORDER BY start_time DESC LIMIT 20";
 pub const DEPENDENCIES_SQL: &str = "SELECT caller, callee, sum(calls) AS calls, sum(errors) AS errors \
-FROM service_edges WHERE bucket > make_timestamp({to_s} * 1000000) - INTERVAL 24 HOUR \
+FROM service_edges WHERE bucket > make_timestamp({to_us}) - INTERVAL 24 HOUR \
 GROUP BY ALL ORDER BY calls DESC";
 
 #[derive(clap::Args)]
@@ -93,7 +93,7 @@ impl Dataset {
             "SELECT DISTINCT replace(CAST(trace_id AS VARCHAR), '-', '') FROM span_data USING SAMPLE {SAMPLE} ROWS"
         )).await?);
         let users = texts(api.sql(&format!(
-            "SELECT DISTINCT attr(attributes, 'user.id') AS u FROM span_data USING SAMPLE {SAMPLE} ROWS WHERE u IS NOT NULL"
+            "SELECT DISTINCT attr(attributes, 'user.id') FROM span_data WHERE attr(attributes, 'user.id') IS NOT NULL USING SAMPLE {SAMPLE} ROWS"
         )).await?);
         let endpoints = api
             .sql("SELECT service_name, span_name FROM span_data WHERE span_kind = 2 GROUP BY ALL ORDER BY ALL LIMIT 1000")
@@ -157,8 +157,8 @@ impl Probes {
                 .replace("{service}", &quoted(service))
                 .replace("{operation}", &quoted(operation))
                 .replace("{min_ns}", &(MIN_DURATION_MS * 1_000_000).to_string())
-                .replace("{from_s}", &from.to_string())
-                .replace("{to_s}", &(from + HOUR_S).to_string()),
+                .replace("{from_us}", &(from * 1_000_000).to_string())
+                .replace("{to_us}", &((from + HOUR_S) * 1_000_000).to_string()),
         )
     }
 
@@ -168,7 +168,7 @@ impl Probes {
     }
 
     fn dependencies(&mut self) -> Probe {
-        Probe::Sql(DEPENDENCIES_SQL.replace("{to_s}", &(self.data.last_s + 60).to_string()))
+        Probe::Sql(DEPENDENCIES_SQL.replace("{to_us}", &((self.data.last_s + 60) * 1_000_000).to_string()))
     }
 
     fn page(&mut self, template: &str) -> Probe {
