@@ -23,6 +23,9 @@ pub struct ServerArgs {
     /// instead of using one already running; it is stopped (and checkpointed) at the end
     #[arg(long, requires = "data_dir")]
     pub ducktrace: Option<PathBuf>,
+    /// A flag for the started server, repeatable, e.g. --server-arg=--memory-limit=1GB
+    #[arg(long = "server-arg", requires = "ducktrace", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
     /// The server's data directory: where bytes on disk are measured
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -71,6 +74,7 @@ impl Server {
             .args(["--otlp-grpc-addr", &grpc])
             .args(["--otlp-http-addr", &http])
             .args(["--http-addr", &ui])
+            .args(&args.server_args)
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
