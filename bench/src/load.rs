@@ -1,9 +1,11 @@
 //! Concurrent exporters sending as fast as the collector acknowledges.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use bytes::Bytes;
 
 use crate::export::{Exporter, Outcome, Protocol};
 use crate::usage::{self, Usage};
@@ -22,13 +24,39 @@ pub struct LoadConfig<'a> {
     pub warmup: Duration,
     pub duration: Duration,
     pub server_pid: Option<u32>,
+    /// Send this many distinct requests at most (each retried while refused), then stop, even
+    /// before the window ends.
+    pub requests: Option<u64>,
+    /// Move the timestamps of request `n` of `requests` back so that the requests cover this
+    /// much time, oldest first, ending at the pool's own times.
+    pub spread: Duration,
+}
+
+/// Which request each client sends next; shared by all clients of a run.
+struct Plan {
+    next: AtomicU64,
+    requests: Option<u64>,
+    spread: Duration,
+}
+
+impl Plan {
+    /// A fresh body for the next request, or `None` once all requests are handed out.
+    fn next_body(&self, pool: &Pool) -> Option<Bytes> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let earlier_ns = match self.requests {
+            Some(total) if n >= total => return None,
+            Some(total) => (self.spread.as_nanos() * u128::from(total - n) / u128::from(total)) as u64,
+            None => 0,
+        };
+        Some(pool.fresh(n as usize, earlier_ns))
+    }
 }
 
 /// The measured part of the run; only exports acknowledged inside it count.
 #[derive(Clone, Copy)]
-pub struct Window {
-    pub start: Instant,
-    pub end: Instant,
+struct Window {
+    start: Instant,
+    end: Instant,
 }
 
 impl Window {
@@ -65,6 +93,8 @@ impl Tally {
 
 pub struct LoadResult {
     pub tally: Tally,
+    /// From the window's start to when the last client stopped.
+    pub measured: Duration,
     pub client: Usage,
     pub server: Option<Usage>,
 }
@@ -79,42 +109,54 @@ pub async fn run(config: &LoadConfig<'_>, pool: Arc<Pool>) -> Result<LoadResult>
         start,
         end: start + config.duration,
     };
+    let (finished, until) = tokio::sync::watch::channel(false);
 
-    let client_usage = tokio::spawn(usage::watch(std::process::id(), window));
+    let client_usage = tokio::spawn(usage::watch(std::process::id(), window.start, until.clone()));
     let server_usage = config
         .server_pid
-        .map(|pid| tokio::spawn(usage::watch(pid, window)));
+        .map(|pid| tokio::spawn(usage::watch(pid, window.start, until.clone())));
+    let plan = Arc::new(Plan {
+        next: AtomicU64::new(0),
+        requests: config.requests,
+        spread: config.spread,
+    });
     let clients: Vec<_> = exporters
         .into_iter()
-        .enumerate()
-        .map(|(i, exporter)| tokio::spawn(client(exporter, pool.clone(), i, window)))
+        .map(|exporter| {
+            let plan = plan.clone();
+            tokio::spawn(client(exporter, pool.clone(), plan, window))
+        })
         .collect();
 
     let mut tally = Tally::default();
     for client in clients {
         tally.merge(client.await?);
     }
+    let measured = Instant::now()
+        .min(window.end)
+        .saturating_duration_since(window.start);
+    finished.send_replace(true);
     let server = match server_usage {
         Some(watch) => Some(watch.await??),
         None => None,
     };
     Ok(LoadResult {
         tally,
+        measured,
         client: client_usage.await??,
         server,
     })
 }
 
-/// Exports until the window ends, retrying refused bodies and never resending acknowledged ones.
-async fn client(mut exporter: Exporter, pool: Arc<Pool>, first_body: usize, window: Window) -> Tally {
+/// Exports until the window ends or the plan runs out, retrying refused bodies and never
+/// resending acknowledged ones.
+async fn client(mut exporter: Exporter, pool: Arc<Pool>, plan: Arc<Plan>, window: Window) -> Tally {
     let mut tally = Tally::default();
-    let mut next_body = first_body;
     let mut refused = None;
     while Instant::now() < window.end {
-        let body = refused.take().unwrap_or_else(|| {
-            next_body += 1;
-            pool.fresh(next_body)
-        });
+        let Some(body) = refused.take().or_else(|| plan.next_body(&pool)) else {
+            break;
+        };
         let sent = Instant::now();
         let outcome = exporter.export(body.clone()).await;
         let done = Instant::now();

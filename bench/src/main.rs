@@ -1,8 +1,13 @@
-//! ducktrace-bench: measures how many spans per second an OTLP collector acknowledges.
+//! ducktrace-bench: measures how many spans per second an OTLP collector acknowledges, fills a
+//! ducktrace store through that path, and times the queries users run on it.
 
+mod api;
 mod export;
+mod fill;
 mod load;
+mod query;
 mod report;
+mod server;
 mod usage;
 mod workload;
 
@@ -20,7 +25,7 @@ use crate::report::Report;
 use crate::workload::Pool;
 
 /// Distinct request shapes; ids are rewritten per send, so the pool only needs variety.
-const POOL_BODIES: usize = 64;
+pub const POOL_BODIES: usize = 64;
 const CEILING_TIME: Duration = Duration::from_secs(2);
 
 #[derive(Parser)]
@@ -34,6 +39,11 @@ struct Cli {
 enum Command {
     /// Export spans as fast as the collector acknowledges them and report the rate.
     Ingest(IngestArgs),
+    /// Add N realistic spans to a ducktrace store through OTLP/gRPC, spread over a time range.
+    Fill(fill::FillArgs),
+    /// Time trace lookups, searches, the dependency graph and UI pages over the HTTP API, and
+    /// ingest while searches run.
+    Query(query::QueryArgs),
 }
 
 #[derive(Args)]
@@ -66,7 +76,14 @@ struct IngestArgs {
 }
 
 fn main() -> Result<()> {
-    let Command::Ingest(args) = Cli::parse().command;
+    match Cli::parse().command {
+        Command::Ingest(args) => ingest(args),
+        Command::Fill(args) => tokio::runtime::Runtime::new()?.block_on(fill::run(args)),
+        Command::Query(args) => tokio::runtime::Runtime::new()?.block_on(query::run(args)),
+    }
+}
+
+fn ingest(args: IngestArgs) -> Result<()> {
     let endpoint = args
         .endpoint
         .clone()
@@ -79,6 +96,8 @@ fn main() -> Result<()> {
         warmup: Duration::from_secs(args.warmup),
         duration: Duration::from_secs(args.duration),
         server_pid: args.server_pid,
+        requests: None,
+        spread: Duration::ZERO,
     };
 
     eprintln!(

@@ -4,8 +4,7 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-
-use crate::load::Window;
+use tokio::sync::watch;
 
 /// What a process used over the measured window.
 pub struct Usage {
@@ -14,24 +13,27 @@ pub struct Usage {
     pub peak_rss_bytes: u64,
 }
 
-/// Samples `pid` every second from the window's start to its end.
-pub async fn watch(pid: u32, window: Window) -> Result<Usage> {
+/// Samples `pid` every second from `start` until `finished` turns true.
+pub async fn watch(pid: u32, start: Instant, mut finished: watch::Receiver<bool>) -> Result<Usage> {
     let ticks_per_second = clock_ticks_per_second();
-    let mut ticker = tokio::time::interval_at(window.start.into(), Duration::from_secs(1));
+    let mut ticker = tokio::time::interval_at(start.into(), Duration::from_secs(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first: Option<(Instant, u64)> = None;
     let mut peak_rss_bytes = 0;
     loop {
-        ticker.tick().await;
+        let done = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = finished.wait_for(|&done| done) => true,
+        };
         let now = Instant::now();
         let sample = Sample::read(pid)?;
         peak_rss_bytes = peak_rss_bytes.max(sample.rss_bytes);
         let (start, start_ticks) = *first.get_or_insert((now, sample.cpu_ticks));
-        if now >= window.end {
+        if done {
             let cpu_seconds = (sample.cpu_ticks - start_ticks) as f64 / ticks_per_second;
-            let cpu_cores = cpu_seconds / (now - start).as_secs_f64();
+            let elapsed = (now - start).as_secs_f64();
             return Ok(Usage {
-                cpu_cores,
+                cpu_cores: if elapsed > 0.0 { cpu_seconds / elapsed } else { 0.0 },
                 peak_rss_bytes,
             });
         }

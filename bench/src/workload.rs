@@ -28,10 +28,18 @@ pub struct Pool {
     spans_per_body: usize,
 }
 
-/// One encoded request and where its ids sit, so a send can rewrite them in place.
+/// One encoded request and where its ids and timestamps sit, so a send can rewrite them in place.
 struct Body {
     bytes: Vec<u8>,
+    fields: Fields,
+}
+
+/// Positions in an encoded request of the fields a send rewrites.
+#[derive(Default)]
+struct Fields {
     ids: Vec<Range<usize>>,
+    /// Offsets of the little-endian fixed64 span start/end and event times.
+    times: Vec<usize>,
 }
 
 impl Pool {
@@ -44,9 +52,9 @@ impl Pool {
         let bodies = (0..bodies)
             .map(|_| {
                 let bytes = request(&mut rng, spans_per_body, now - 60_000 * MILLI).encode_to_vec();
-                let mut ids = Vec::new();
-                find_ids(&bytes, 0, &SPAN_PATH, &mut ids);
-                Body { bytes, ids }
+                let mut fields = Fields::default();
+                fields.walk(&bytes, 0, Walk::Path(&SPAN_PATH));
+                Body { bytes, fields }
             })
             .collect();
         Self {
@@ -68,18 +76,25 @@ impl Pool {
         total as f64 / (self.bodies.len() * self.spans_per_body) as f64
     }
 
-    /// Body `index` (modulo the pool) with every trace and span id XORed with one random key.
-    /// The same key on every id keeps parent links and trace membership intact, while a
-    /// fresh 128-bit key per send makes every span of the run a distinct span.
-    pub fn fresh(&self, index: usize) -> Bytes {
+    /// Body `index` (modulo the pool) with every trace and span id XORed with one random key
+    /// and every timestamp moved back by `earlier_ns`. The same key on every id keeps parent
+    /// links and trace membership intact, while a fresh 128-bit key per send makes every span
+    /// of the run a distinct span.
+    pub fn fresh(&self, index: usize, earlier_ns: u64) -> Bytes {
         let body = &self.bodies[index % self.bodies.len()];
         let key: [u8; 16] = rand::random();
         let mut bytes = body.bytes.clone();
-        for id in &body.ids {
+        for id in &body.fields.ids {
             bytes[id.clone()]
                 .iter_mut()
                 .zip(&key)
                 .for_each(|(byte, k)| *byte ^= k);
+        }
+        if earlier_ns > 0 {
+            for &at in &body.fields.times {
+                let field: &mut [u8; 8] = (&mut bytes[at..at + 8]).try_into().expect("8 bytes");
+                *field = (u64::from_le_bytes(*field) - earlier_ns).to_le_bytes();
+            }
         }
         Bytes::from(bytes)
     }
@@ -89,33 +104,61 @@ impl Pool {
 const SPAN_PATH: [u64; 3] = [1, 2, 2];
 /// Span fields holding ids: trace_id, span_id, parent_span_id.
 const ID_FIELDS: [u64; 3] = [1, 2, 4];
+/// Span fields holding times (start and end), and the span's events field, whose field 1 is
+/// the event time.
+const TIME_FIELDS: [u64; 2] = [7, 8];
+const EVENTS_FIELD: u64 = 11;
+const EVENT_TIME_FIELD: u64 = 1;
 
-/// Collects the byte ranges of all span ids by walking the protobuf wire format of `message`,
-/// which starts at `offset` in the whole body; `path` is what is left to descend to a span.
-fn find_ids(message: &[u8], offset: usize, path: &[u64], ids: &mut Vec<Range<usize>>) {
-    const LEN: u64 = 2;
-    let mut rest = message;
-    while !rest.is_empty() {
-        let key = decode_varint(&mut rest).expect("prost wrote a valid key");
-        let (field, wire_type) = (key >> 3, key & 7);
-        let len = match wire_type {
-            0 => {
-                decode_varint(&mut rest).expect("prost wrote a valid varint");
-                continue;
+/// Where a field sits in a message being walked.
+enum Walk<'a> {
+    /// Still descending from the request to a span along the remaining path.
+    Path(&'a [u64]),
+    /// Inside a span.
+    Span,
+    /// Inside an event of a span.
+    Event,
+}
+
+impl Fields {
+    /// Collects where span ids and times sit by walking the protobuf wire format of `message`,
+    /// which starts at `offset` in the whole body.
+    fn walk(&mut self, message: &[u8], offset: usize, walk: Walk<'_>) {
+        const FIXED64: u64 = 1;
+        const LEN: u64 = 2;
+        let mut rest = message;
+        while !rest.is_empty() {
+            let key = decode_varint(&mut rest).expect("prost wrote a valid key");
+            let (field, wire_type) = (key >> 3, key & 7);
+            let len = match wire_type {
+                0 => {
+                    decode_varint(&mut rest).expect("prost wrote a valid varint");
+                    continue;
+                }
+                FIXED64 => 8,
+                5 => 4,
+                LEN => decode_varint(&mut rest).expect("prost wrote a valid length") as usize,
+                other => unreachable!("prost never writes wire type {other}"),
+            };
+            let start = offset + message.len() - rest.len();
+            let (value, after) = rest.split_at(len);
+            match (&walk, wire_type) {
+                (Walk::Path([next, deeper @ ..]), LEN) if field == *next => {
+                    let inner = if deeper.is_empty() {
+                        Walk::Span
+                    } else {
+                        Walk::Path(deeper)
+                    };
+                    self.walk(value, start, inner);
+                }
+                (Walk::Span, LEN) if ID_FIELDS.contains(&field) => self.ids.push(start..start + len),
+                (Walk::Span, LEN) if field == EVENTS_FIELD => self.walk(value, start, Walk::Event),
+                (Walk::Span, FIXED64) if TIME_FIELDS.contains(&field) => self.times.push(start),
+                (Walk::Event, FIXED64) if field == EVENT_TIME_FIELD => self.times.push(start),
+                _ => {}
             }
-            1 => 8,
-            5 => 4,
-            LEN => decode_varint(&mut rest).expect("prost wrote a valid length") as usize,
-            other => unreachable!("prost never writes wire type {other}"),
-        };
-        let start = offset + message.len() - rest.len();
-        let (value, after) = rest.split_at(len);
-        match path.split_first() {
-            Some((&next, deeper)) if wire_type == LEN && field == next => find_ids(value, start, deeper, ids),
-            None if wire_type == LEN && ID_FIELDS.contains(&field) => ids.push(start..start + len),
-            _ => {}
+            rest = after;
         }
-        rest = after;
     }
 }
 
@@ -589,7 +632,7 @@ mod tests {
     fn fresh_bodies_have_new_ids_and_intact_links() {
         let pool = Pool::generate(1, 300);
         let original = spans(pool.encoded().next().expect("one body"));
-        let sent = spans(&pool.fresh(0));
+        let sent = spans(&pool.fresh(0, 0));
         assert_eq!(sent.len(), 300);
 
         let span_ids: HashSet<_> = sent
@@ -609,5 +652,24 @@ mod tests {
             sent.iter().all(|s| !old_ids.contains(&s.span_id)),
             "every id was rewritten"
         );
+    }
+
+    #[test]
+    fn fresh_bodies_move_every_time_back() {
+        let pool = Pool::generate(1, 300);
+        let original = spans(pool.encoded().next().expect("one body"));
+        let hour = 3_600_000_000_000;
+        let sent = spans(&pool.fresh(0, hour));
+        let events = |s: &Span| s.events.iter().map(|e| e.time_unix_nano).collect::<Vec<_>>();
+        assert!(
+            original.iter().any(|s| !s.events.is_empty()),
+            "some spans have events"
+        );
+        for (before, after) in original.iter().zip(&sent) {
+            assert_eq!(after.start_time_unix_nano, before.start_time_unix_nano - hour);
+            assert_eq!(after.end_time_unix_nano, before.end_time_unix_nano - hour);
+            let moved: Vec<u64> = events(before).iter().map(|t| t - hour).collect();
+            assert_eq!(events(after), moved);
+        }
     }
 }

@@ -101,6 +101,10 @@ impl Store {
             )));
         }
         conn.execute_batch(&format!("SET memory_limit = '{memory_limit}'"))?;
+        conn.execute_batch(&format!(
+            "SET checkpoint_threshold = '{}'",
+            writer::CHECKPOINT_THRESHOLD
+        ))?;
         // Nothing in ducktrace reads or writes files through SQL, so no query can either.
         conn.execute_batch("SET enable_external_access = false; SET lock_configuration = true;")?;
         let (writer, writer_thread) = writer::spawn(conn.try_clone()?, config.writer.clone())?;
