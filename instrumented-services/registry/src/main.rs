@@ -1,0 +1,135 @@
+//! `demo-registry`: the demo's service registry. Instances register with a time-to-live and
+//! renew it by heartbeat; an entry whose lease lapses (the process died) disappears, so callers
+//! stop choosing it. State is in memory: after a restart, instances re-register on their next
+//! heartbeat.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use demo_contracts::registry_server::{Registry, RegistryServer};
+use demo_contracts::{
+    DeregisterRequest, Empty, HeartbeatRequest, Instance, Lease, RegisterRequest, ResolveRequest,
+    ResolveResponse,
+};
+use tonic::{Request, Response, Status};
+
+/// The demo's service registry.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// Where to listen for registrations and lookups.
+    #[arg(long, env = "DEMO_REGISTRY_LISTEN", default_value = "127.0.0.1:50050")]
+    listen: SocketAddr,
+}
+
+/// The longest lease granted, so a dead instance never lingers.
+const MAX_TTL: Duration = Duration::from_secs(60);
+
+struct Entry {
+    instance: Instance,
+    ttl: Duration,
+    expires: Instant,
+}
+
+#[derive(Default, Clone)]
+struct Instances(Arc<Mutex<HashMap<String, Entry>>>);
+
+impl Instances {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[tonic::async_trait]
+impl Registry for Instances {
+    async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<Lease>, Status> {
+        let request = request.into_inner();
+        let instance = request
+            .instance
+            .filter(|i| !i.service.is_empty() && !i.instance_id.is_empty() && !i.address.is_empty())
+            .ok_or_else(|| Status::invalid_argument("an instance needs service, instance_id and address"))?;
+        let ttl = Duration::from_millis(request.ttl_ms.into()).clamp(Duration::from_secs(1), MAX_TTL);
+        tracing::info!(service = %instance.service, instance = %instance.instance_id, address = %instance.address, "registered");
+        self.lock().insert(
+            instance.instance_id.clone(),
+            Entry {
+                instance,
+                ttl,
+                expires: Instant::now() + ttl,
+            },
+        );
+        Ok(Response::new(Lease {
+            ttl_ms: ttl.as_millis() as u32,
+        }))
+    }
+
+    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<Lease>, Status> {
+        let id = request.into_inner().instance_id;
+        let mut instances = self.lock();
+        let entry = instances
+            .get_mut(&id)
+            .filter(|entry| entry.expires > Instant::now())
+            .ok_or_else(|| Status::not_found(format!("{id} is not registered: register again")))?;
+        entry.expires = Instant::now() + entry.ttl;
+        Ok(Response::new(Lease {
+            ttl_ms: entry.ttl.as_millis() as u32,
+        }))
+    }
+
+    async fn deregister(&self, request: Request<DeregisterRequest>) -> Result<Response<Empty>, Status> {
+        let id = request.into_inner().instance_id;
+        if self.lock().remove(&id).is_some() {
+            tracing::info!(instance = %id, "deregistered");
+        }
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn resolve(&self, request: Request<ResolveRequest>) -> Result<Response<ResolveResponse>, Status> {
+        let service = request.into_inner().service;
+        let now = Instant::now();
+        let mut instances = self.lock();
+        instances.retain(|id, entry| {
+            let live = entry.expires > now;
+            if !live {
+                tracing::warn!(instance = %id, "lease expired");
+            }
+            live
+        });
+        let instances = instances
+            .values()
+            .filter(|entry| entry.instance.service == service)
+            .map(|entry| entry.instance.clone())
+            .collect();
+        Ok(Response::new(ResolveResponse { instances }))
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let telemetry = demo_platform::telemetry::init(
+        &demo_platform::telemetry::ServiceIdentity {
+            name: "registry",
+            instance_id: format!("registry-{}", std::process::id()),
+            version: env!("CARGO_PKG_VERSION"),
+        },
+        None,
+    )?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("registry: cannot listen on {}", args.listen))?;
+    println!("registry ready on {}", listener.local_addr()?);
+    tonic::transport::Server::builder()
+        .add_service(RegistryServer::new(Instances::default()))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            demo_platform::process::shutdown_signal(),
+        )
+        .await?;
+    telemetry.shutdown();
+    Ok(())
+}
