@@ -1,5 +1,6 @@
 //! The `ducktrace` binary: parses flags and hands over to one command module.
 
+mod demo;
 mod serve;
 mod sql_cli;
 
@@ -19,6 +20,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run read-only SQL against a running server or, when none runs, the data directory.
     Sql(sql_cli::SqlArgs),
+    /// Run ducktrace with the instrumented microservices demo and its load generator.
+    Demo(demo::DemoArgs),
 }
 
 #[tokio::main]
@@ -31,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(args) => serve::serve(args).await,
+        Command::Demo(args) => demo::run(args).await,
         Command::Sql(args) => tokio::task::spawn_blocking(move || sql_cli::run(args)).await?,
     }
 }

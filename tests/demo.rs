@@ -418,3 +418,83 @@ fn demo_services_trace_sagas_retries_breakers_and_events() {
         |rows| rows.len() == 1,
     );
 }
+
+/// `ducktrace demo` starts collector, registry, services and load generator, whose traffic
+/// arrives as traces; SIGINT (Ctrl-C) stops every child and then itself.
+#[test]
+fn ducktrace_demo_runs_everything_and_stops_on_ctrl_c() {
+    let data = tempfile::tempdir().unwrap();
+    let (ui, gateway) = (free_port(), free_port());
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_ducktrace"))
+        .arg("demo")
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--http-addr", &ui.to_string()])
+        .args(["--otlp-grpc-addr", &free_port().to_string()])
+        .args(["--otlp-http-addr", &free_port().to_string()])
+        .args(["--registry-addr", &free_port().to_string()])
+        .args(["--gateway-addr", &gateway.to_string()])
+        .args(["--rate", "20"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let output = BufReader::new(demo.stdout.take().unwrap());
+    let printed = std::thread::spawn(move || output.lines().map_while(Result::ok).collect::<Vec<_>>());
+
+    let query = format!(
+        "http://{ui}/api/sql?q={}",
+        common::urlencode("SELECT list_sort(list_distinct(list(service_name))) FROM spans")
+    );
+    let expected = r#"["api-gateway","auth","inventory","loadgen","order","user"]"#;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = agent()
+            .get(&query)
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok());
+        let services = answer
+            .and_then(|body| serde_json::from_str::<Json>(&body).ok())
+            .map(|json| json["rows"][0][0].to_string());
+        if services.as_deref() == Some(expected) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the demo's traces cover {services:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    Command::new("kill")
+        .args(["-INT", &demo.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = demo.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ducktrace demo did not stop within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+    let printed = printed.join().unwrap().join("\n");
+    assert!(
+        printed.contains(&format!("http://{ui}/")),
+        "the UI URL is printed: {printed}"
+    );
+    assert!(
+        printed.contains("requests in"),
+        "the load generator's summary: {printed}"
+    );
+    assert!(
+        std::net::TcpStream::connect(gateway).is_err(),
+        "the gateway still listens"
+    );
+    assert!(
+        std::net::TcpStream::connect(ui).is_err(),
+        "ducktrace still listens"
+    );
+}
