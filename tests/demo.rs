@@ -420,7 +420,8 @@ fn demo_services_trace_sagas_retries_breakers_and_events() {
 }
 
 /// `ducktrace demo` starts collector, registry, services and load generator, whose traffic
-/// arrives as traces; SIGINT (Ctrl-C) stops every child and then itself.
+/// arrives as traces; a service killed through `/admin/kill` is restarted; SIGINT (Ctrl-C)
+/// stops every child and then itself.
 #[test]
 fn ducktrace_demo_runs_everything_and_stops_on_ctrl_c() {
     let data = tempfile::tempdir().unwrap();
@@ -462,6 +463,16 @@ fn ducktrace_demo_runs_everything_and_stops_on_ctrl_c() {
         }
         assert!(Instant::now() < deadline, "the demo's traces cover {services:?}");
         std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // Kill the gateway through its admin endpoint: the supervisor starts it again.
+    let killed = call("POST", &format!("http://{gateway}/admin/kill"), None, None);
+    assert_eq!(killed.status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while agent().get(&format!("http://{gateway}/healthz")).call().is_err() {
+        assert!(Instant::now() < deadline, "the killed gateway was not restarted");
+        std::thread::sleep(Duration::from_millis(100));
     }
 
     Command::new("kill")

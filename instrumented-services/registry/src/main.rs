@@ -133,3 +133,75 @@ async fn main() -> anyhow::Result<()> {
     telemetry.shutdown();
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(id: &str) -> Instance {
+        Instance {
+            service: "inventory".into(),
+            instance_id: id.into(),
+            address: "127.0.0.1:50051".into(),
+        }
+    }
+
+    async fn resolve(registry: &Instances) -> Vec<String> {
+        let request = Request::new(ResolveRequest {
+            service: "inventory".into(),
+        });
+        let answer = registry.resolve(request).await.unwrap().into_inner();
+        let mut ids: Vec<String> = answer.instances.into_iter().map(|i| i.instance_id).collect();
+        ids.sort();
+        ids
+    }
+
+    async fn register(registry: &Instances, id: &str, ttl_ms: u32) {
+        let request = RegisterRequest {
+            instance: Some(instance(id)),
+            ttl_ms,
+        };
+        registry.register(Request::new(request)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn instances_come_and_go_with_registration_and_lease() {
+        let registry = Instances::default();
+        register(&registry, "inventory-1", 60_000).await;
+        register(&registry, "inventory-2", 1_000).await;
+        assert_eq!(resolve(&registry).await, ["inventory-1", "inventory-2"]);
+
+        let request = DeregisterRequest {
+            instance_id: "inventory-1".into(),
+        };
+        registry.deregister(Request::new(request)).await.unwrap();
+        assert_eq!(resolve(&registry).await, ["inventory-2"]);
+
+        // Without heartbeats the 1 s lease (the shortest granted) lapses.
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        assert!(resolve(&registry).await.is_empty());
+        let request = HeartbeatRequest {
+            instance_id: "inventory-2".into(),
+        };
+        let refused = registry.heartbeat(Request::new(request)).await.unwrap_err();
+        assert_eq!(
+            refused.code(),
+            tonic::Code::NotFound,
+            "a lapsed instance must register again"
+        );
+    }
+
+    #[tokio::test]
+    async fn incomplete_registrations_are_refused() {
+        let registry = Instances::default();
+        let request = RegisterRequest {
+            instance: Some(Instance {
+                address: String::new(),
+                ..instance("inventory-1")
+            }),
+            ttl_ms: 1_000,
+        };
+        let refused = registry.register(Request::new(request)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    }
+}
