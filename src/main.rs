@@ -1,5 +1,6 @@
 //! The `ducktrace` binary: parses flags and hands over to one command module.
 
+mod demo;
 mod export_cli;
 mod progress;
 mod serve;
@@ -25,6 +26,8 @@ enum Command {
     Export(export_cli::ExportArgs),
     /// Load files written by `export` into a data directory (its server must be stopped).
     Import(export_cli::ImportArgs),
+    /// Run ducktrace with the instrumented microservices demo and its load generator.
+    Demo(demo::DemoArgs),
 }
 
 #[tokio::main]
@@ -37,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(args) => serve::serve(args).await,
+        Command::Demo(args) => demo::run(args).await,
         Command::Sql(args) => tokio::task::spawn_blocking(move || sql_cli::run(args)).await?,
         Command::Export(args) => tokio::task::spawn_blocking(move || export_cli::export(args)).await?,
         Command::Import(args) => export_cli::import(args).await,

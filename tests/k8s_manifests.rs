@@ -1,0 +1,237 @@
+//! deploy/k8s/ is consistent with the binaries it runs: every flag and environment variable it
+//! passes is one the binary's `--help` lists, every Service selects a Deployment and targets a
+//! port it exposes, every address a container is given names a Service port, and listen
+//! addresses match container ports. (Schema validation against a cluster is not done here.)
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::Command;
+
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn manifests() -> BTreeMap<String, Vec<Yaml>> {
+    let dir = common::repo_path("deploy/k8s");
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let docs = YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            (path.file_name().unwrap().to_string_lossy().into_owned(), docs)
+        })
+        .collect()
+}
+
+fn text(yaml: &Yaml) -> String {
+    match yaml {
+        Yaml::String(s) => s.clone(),
+        Yaml::Integer(i) => i.to_string(),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+fn help(binary: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_ducktrace")).with_file_name(binary);
+    let mut command = Command::new(&path);
+    if binary == "ducktrace" {
+        command.arg("serve");
+    }
+    let output = command
+        .arg("--help")
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (build the whole workspace)", path.display()));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// `host:port` or `http://host:port` → (host, port).
+fn host_port(address: &str) -> (String, i64) {
+    let address = address.trim_start_matches("http://");
+    let (host, port) = address.rsplit_once(':').unwrap();
+    (host.to_string(), port.trim_end_matches('/').parse().unwrap())
+}
+
+#[test]
+fn k8s_manifests_match_the_binaries_and_each_other() {
+    let files = manifests();
+    let kustomization = &files["kustomization.yaml"][0];
+    let listed: BTreeSet<String> = kustomization["resources"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(text)
+        .collect();
+    let present: BTreeSet<String> = files
+        .keys()
+        .filter(|f| *f != "kustomization.yaml")
+        .cloned()
+        .collect();
+    assert_eq!(listed, present, "kustomization.yaml lists every manifest");
+
+    let docs: Vec<&Yaml> = files.values().flatten().collect();
+    let deployments: Vec<&Yaml> = docs
+        .iter()
+        .copied()
+        .filter(|d| d["kind"].as_str() == Some("Deployment"))
+        .collect();
+    let services: Vec<&Yaml> = docs
+        .iter()
+        .copied()
+        .filter(|d| d["kind"].as_str() == Some("Service"))
+        .collect();
+    let claims: BTreeSet<String> = docs
+        .iter()
+        .filter(|d| d["kind"].as_str() == Some("PersistentVolumeClaim"))
+        .map(|d| text(&d["metadata"]["name"]))
+        .collect();
+
+    // Service name → ports it offers.
+    let service_ports: BTreeMap<String, Vec<i64>> = services
+        .iter()
+        .map(|s| {
+            let ports = s["spec"]["ports"]
+                .as_vec()
+                .unwrap()
+                .iter()
+                .map(|p| p["port"].as_i64().unwrap())
+                .collect();
+            (text(&s["metadata"]["name"]), ports)
+        })
+        .collect();
+    let reachable = |address: &str, what: &str| {
+        let (host, port) = host_port(address);
+        assert!(
+            service_ports
+                .get(&host)
+                .is_some_and(|ports| ports.contains(&port)),
+            "{what}: {address} is no Service port ({service_ports:?})"
+        );
+    };
+
+    let mut binaries = BTreeSet::new();
+    for deployment in &deployments {
+        let name = text(&deployment["metadata"]["name"]);
+        let spec = &deployment["spec"];
+        assert_eq!(
+            spec["selector"]["matchLabels"], spec["template"]["metadata"]["labels"],
+            "{name}: the selector matches the pod labels"
+        );
+        let pod = &spec["template"]["spec"];
+        for volume in pod["volumes"].as_vec().into_iter().flatten() {
+            if let Some(claim) = volume["persistentVolumeClaim"]["claimName"].as_str() {
+                assert!(claims.contains(claim), "{name}: claim {claim} is defined");
+            }
+        }
+        let containers = pod["containers"].as_vec().unwrap();
+        assert_eq!(containers.len(), 1, "{name}");
+        let container = &containers[0];
+        assert_eq!(
+            container["image"].as_str(),
+            Some("ducktrace-demo:latest"),
+            "{name}: one image"
+        );
+        let binary = text(&container["command"][0]);
+        binaries.insert(binary.clone());
+        let help = help(&binary);
+        let container_ports: Vec<i64> = container["ports"]
+            .as_vec()
+            .into_iter()
+            .flatten()
+            .map(|p| p["containerPort"].as_i64().unwrap())
+            .collect();
+
+        let args: Vec<String> = container["args"].as_vec().unwrap().iter().map(text).collect();
+        for (i, arg) in args.iter().enumerate() {
+            if !arg.starts_with("--") {
+                continue;
+            }
+            assert!(
+                help.contains(&format!("{arg} ")),
+                "{name}: {binary} has no flag {arg}"
+            );
+            let value = &args[i + 1];
+            match arg.as_str() {
+                "--listen" | "--otlp-grpc-addr" | "--otlp-http-addr" | "--http-addr" => {
+                    assert!(
+                        container_ports.contains(&host_port(value).1),
+                        "{name}: {arg} {value} is a container port"
+                    )
+                }
+                "--gateway" => reachable(value, &name),
+                _ => {}
+            }
+        }
+        for variable in container["env"].as_vec().into_iter().flatten() {
+            let key = text(&variable["name"]);
+            if key == "POD_IP" {
+                continue; // only expanded into DEMO_ADVERTISE
+            }
+            assert!(
+                help.contains(&format!("[env: {key}=")),
+                "{name}: {binary} reads no {key}"
+            );
+            let Some(value) = variable["value"].as_str() else {
+                continue;
+            };
+            match key.as_str() {
+                "DEMO_LISTEN" => assert!(
+                    container_ports.contains(&host_port(value).1),
+                    "{name}: listens on a container port"
+                ),
+                "DEMO_ADVERTISE" => assert!(
+                    container_ports.contains(&host_port(value).1),
+                    "{name}: advertises its port"
+                ),
+                "DEMO_REGISTRY" | "OTEL_EXPORTER_OTLP_ENDPOINT" => reachable(value, &name),
+                _ => {}
+            }
+        }
+    }
+
+    for service in &services {
+        let name = text(&service["metadata"]["name"]);
+        let selector = &service["spec"]["selector"];
+        let target = deployments
+            .iter()
+            .find(|d| d["spec"]["template"]["metadata"]["labels"] == *selector)
+            .unwrap_or_else(|| panic!("Service {name} selects no Deployment"));
+        let container_ports: Vec<i64> = target["spec"]["template"]["spec"]["containers"][0]["ports"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .map(|p| p["containerPort"].as_i64().unwrap())
+            .collect();
+        for port in service["spec"]["ports"].as_vec().unwrap() {
+            let target_port = port["targetPort"].as_i64().unwrap();
+            assert!(
+                container_ports.contains(&target_port),
+                "Service {name}: targetPort {target_port}"
+            );
+        }
+    }
+
+    let expected: BTreeSet<String> = [
+        "ducktrace",
+        "demo-registry",
+        "demo-auth",
+        "demo-user",
+        "demo-order",
+        "demo-inventory",
+        "demo-api-gateway",
+        "demo-loadgen",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(binaries, expected, "every process of the demo is deployed");
+    let inventory = deployments
+        .iter()
+        .find(|d| d["metadata"]["name"].as_str() == Some("inventory"))
+        .unwrap();
+    assert_eq!(
+        inventory["spec"]["replicas"].as_i64(),
+        Some(2),
+        "two inventory instances"
+    );
+}
