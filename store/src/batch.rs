@@ -308,7 +308,7 @@ impl BatchBuilder {
         self.start_time.push(valid.start);
         self.duration_ns.push(valid.duration);
         self.service_name
-            .append_value(&self.resources[resource as usize].service_name);
+            .append_value(&self.resources.entries[resource as usize].service_name);
         self.span_name.append_value(&span.name);
         self.span_kind.push(valid.kind);
         self.status_code.push(valid.status_code);
