@@ -303,22 +303,28 @@ pub fn search(conn: &Connection, query: &TraceQuery) -> Result<Vec<TraceSummary>
 
 /// Every service that sent spans, by name.
 pub fn services(conn: &Connection) -> Result<Vec<String>, StoreError> {
-    let mut statement = conn.prepare_cached("SELECT DISTINCT service_name FROM resources ORDER BY 1")?;
+    let mut statement = conn.prepare_cached("SELECT DISTINCT service_name FROM resources")?;
     let names = statement.query_map([], |row| row.get(0))?;
-    Ok(names.collect::<Result<_, _>>()?)
+    let mut names: Vec<String> = names.collect::<Result<_, _>>()?;
+    // Sorted here, not in SQL: reading `DISTINCT`/`ORDER BY` results of two text columns
+    // through the duckdb crate returned mangled strings (seen with DuckDB 1.5).
+    names.sort_unstable();
+    Ok(names)
 }
 
 /// Every operation of every service, by service and name.
 pub fn operations(conn: &Connection) -> Result<Vec<Operation>, StoreError> {
-    let mut statement =
-        conn.prepare_cached("SELECT DISTINCT service_name, span_name FROM operations ORDER BY ALL")?;
+    let mut statement = conn.prepare_cached("SELECT service_name, span_name FROM operations")?;
     let operations = statement.query_map([], |row| {
         Ok(Operation {
             service: row.get(0)?,
             name: row.get(1)?,
         })
     })?;
-    Ok(operations.collect::<Result<_, _>>()?)
+    let mut operations: Vec<Operation> = operations.collect::<Result<_, _>>()?;
+    operations.sort_unstable_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
+    operations.dedup();
+    Ok(operations)
 }
 
 fn texts(value: Value) -> Vec<String> {

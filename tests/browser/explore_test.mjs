@@ -44,7 +44,8 @@ try {
     // Search: both traces show up once the summarizer has seen them (every 2 s).
     for (let attempt = 0; ; attempt++) {
       await page.goto(`${base}/search`);
-      if (await page.locator('#traces tbody tr').count() >= 2) break;
+      if (await page.locator('#traces tbody tr').count() >= 2
+          && await page.locator('#operation optgroup').count() >= 6) break;
       check(attempt < 40, 'traces appear in search');
       await page.waitForTimeout(250);
     }
@@ -53,7 +54,7 @@ try {
     check(await rowA.locator('.errors').innerText() === '1', 'trace A has one error');
     check((await rowA.locator('.chips').innerText()).includes('payments'), 'services of trace A');
     check(await page.locator('#scatter circle').count() === 2, 'one dot per trace');
-    check(await page.locator('#scatter circle.error').count() === 1, 'the failing trace is red');
+    check(await page.locator('#scatter circle.failed').count() === 1, 'the failing trace is red');
     check(await page.locator('#compare-button').isDisabled(), 'compare needs two ticks');
     await noScriptRan(page, 'search');
     await shot('search');
@@ -61,7 +62,8 @@ try {
     // Filters: the operation list follows the service; an attribute filter narrows the results.
     await page.selectOption('#service', 'payments');
     const operations = await page.locator('#operation option').allInnerTexts();
-    check(operations.includes('Charge') && !operations.includes('PlaceOrder'), `operations of payments: ${operations}`);
+    check(operations.includes('Charge') && !operations.includes('PlaceOrder'),
+      `operations of payments: ${operations} in ${await page.locator('#operation').innerHTML()}`);
     await page.fill('#attributes', 'http.status_code=500');
     await page.selectOption('#service', '');
     await page.getByRole('button', { name: 'Find traces' }).click();
@@ -81,7 +83,7 @@ try {
     check(await page.locator('#error-count').innerText() === '1', 'one error');
     check((await page.locator('#trace-warnings').innerText()).includes('not in this trace'), 'orphan flagged');
     check(await page.locator('#span-a000000000000006 .flag').innerText() === 'orphan', 'orphan row marked');
-    check(await page.locator('#span-a000000000000003.error').count() === 1, 'error row marked');
+    check(await page.locator('#span-a000000000000003.failed').count() === 1, 'error row marked');
     const hostile = page.locator('#span-a000000000000005 .op');
     check(await hostile.innerText() === '<script>window.__xss=3</script>', 'script name shown as text');
     check(await page.locator('.minimap rect').count() === 6, 'minimap has every span');
