@@ -109,3 +109,210 @@ fn sql_console_shows_errors_and_refuses_writes() {
     let (status, _, _) = get(&server.ui_url("/api/sql?q=SELECT%20count(*)%20FROM%20span_data"));
     assert_eq!(status, 200, "the table is still there");
 }
+
+/// Two spans of one trace whose names, attribute keys and values try to break out of HTML.
+const HOSTILE_TRACE: &str = r#"{"resourceSpans":[{
+  "resource":{"attributes":[{"key":"service.name","value":{"stringValue":"<img src=x onerror=window.__xss=1>"}}]},
+  "scopeSpans":[{"scope":{"name":"<b>scope</b>"},"spans":[{
+    "traceId":"33333333333333333333333333333333","spanId":"4444444444444444",
+    "name":"<script>alert(1)</script>","kind":2,
+    "startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000000150000000",
+    "attributes":[{"key":"<i>key</i>","value":{"stringValue":"\"><svg onload=window.__xss=2>"}}],
+    "events":[{"timeUnixNano":"1700000000050000000","name":"<u>event</u>"}],
+    "status":{"code":2,"message":"<marquee>down</marquee>"}
+  },{
+    "traceId":"33333333333333333333333333333333","spanId":"5555555555555555","parentSpanId":"4444444444444444",
+    "name":"child","kind":3,
+    "startTimeUnixNano":"1700000000010000000","endTimeUnixNano":"1700000000100000000"
+  }]}]
+}]}"#;
+
+/// The custom range around the hostile trace's time.
+const HOSTILE_RANGE: &str = "lookback=custom&start=2023-11-14T00:00&end=2023-11-16T00:00";
+
+/// GETs `path` until its body contains `needle` (trace summaries are built every 2 s).
+fn get_until(server: &Server, path: &str, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, _, body) = get(&server.ui_url(path));
+        if body.contains(needle) || std::time::Instant::now() > deadline {
+            assert_eq!(status, 200, "{body}");
+            assert!(body.contains(needle), "{needle} not in {body}");
+            return body;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+fn store_hostile_trace(server: &Server) {
+    let (status, _, body) = http_post(
+        &format!("{}/v1/traces", server.http_endpoint()),
+        &[("content-type", "application/json")],
+        HOSTILE_TRACE.as_bytes(),
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+}
+
+/// No markup from span data survives into a page as markup.
+fn assert_escaped(body: &str) {
+    for raw in [
+        "<script>alert",
+        "<img src=x",
+        "<svg onload",
+        "<i>key",
+        "<u>event",
+        "<marquee>",
+        "<b>scope",
+    ] {
+        assert!(!body.contains(raw), "{raw} reached the page unescaped: {body}");
+    }
+}
+
+#[test]
+fn search_finds_traces_and_escapes_span_data() {
+    let server = Server::start();
+    store_hostile_trace(&server);
+    let trace_id = "33333333333333333333333333333333";
+    let body = get_until(&server, &format!("/search?{HOSTILE_RANGE}"), trace_id);
+    assert_escaped(&body);
+    assert!(
+        body.contains("&#60;script&#62;") || body.contains("&lt;script&gt;"),
+        "{body}"
+    );
+    assert!(body.contains(r#"<script src="/static/explore.js" defer></script>"#));
+    assert!(body.contains(r#"id="scatter""#), "a scatter plot: {body}");
+
+    // Filters: the hostile attribute matches as text, a wrong value matches nothing.
+    let attribute = urlencode(r#"<i>key</i>="\"><svg onload=window.__xss=2>""#);
+    let body = get_until(
+        &server,
+        &format!("/search?{HOSTILE_RANGE}&attributes={attribute}"),
+        trace_id,
+    );
+    assert_escaped(&body);
+    let (status, _, body) = get(&server.ui_url(&format!("/search?{HOSTILE_RANGE}&attributes=a%3Db")));
+    assert_eq!(status, 200);
+    assert!(body.contains(r#"id="no-results""#), "{body}");
+    for (filter, matches) in [
+        ("status=error", true),
+        ("min_duration=100ms", true),
+        ("min_duration=1s", false),
+        ("max_duration=10ms", false),
+        (
+            "service=%3Cimg%20src%3Dx%20onerror%3Dwindow.__xss%3D1%3E&operation=child",
+            true,
+        ),
+        ("service=nobody", false),
+    ] {
+        let (status, _, body) = get(&server.ui_url(&format!("/search?{HOSTILE_RANGE}&{filter}")));
+        assert_eq!(status, 200, "{filter}: {body}");
+        assert_eq!(body.contains(trace_id), matches, "{filter}: {body}");
+    }
+    // The time range applies: the last hour holds nothing from 2023.
+    let (_, _, body) = get(&server.ui_url("/search"));
+    assert!(body.contains(r#"id="no-results""#), "{body}");
+}
+
+#[test]
+fn bad_filters_and_ids_get_400_and_unknown_traces_404() {
+    let server = Server::start();
+    for (path, message) in [
+        ("/search?min_duration=150", "not a duration"),
+        ("/search?max_duration=fast", "not a duration"),
+        (
+            "/search?min_duration=2s&max_duration=1s",
+            "larger than the maximum",
+        ),
+        ("/search?attributes=status", "key=value"),
+        ("/search?attributes=a%3D%22open", "closing quote"),
+        ("/search?lookback=2y", "unknown time range"),
+        ("/search?lookback=custom&start=yesterday", "not a date and time"),
+        (
+            "/search?lookback=custom&start=2024-01-02T00:00&end=2024-01-01T00:00",
+            "must end after",
+        ),
+        ("/search?limit=0", "the limit"),
+        ("/search?limit=100000", "the limit"),
+        ("/search?sort=sideways", "unknown sort order"),
+        ("/search?status=maybe", "unknown status"),
+        ("/search?operation=GET", "choose a service"),
+        ("/trace/xyz", "32 hex digits"),
+        ("/trace/00000000000000000000000000000000", "all zeros"),
+        (
+            "/trace/33333333333333333333333333333333?span=nothex",
+            "16 hex digits",
+        ),
+        ("/compare?a=33333333333333333333333333333333&b=nothex", "trace B"),
+        ("/compare?trace=33333333333333333333333333333333", "exactly two"),
+        ("/compare", "two traces"),
+    ] {
+        let (status, headers, body) = get(&server.ui_url(path));
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(
+            headers["content-type"].to_str().unwrap().starts_with("text/html"),
+            "{path}"
+        );
+        assert!(body.contains(message), "{path}: {message} not in {body}");
+        assert!(body.contains(r#"role="alert""#), "{path}");
+    }
+    let unknown = "0123456789abcdef0123456789abcdef";
+    let (status, _, body) = get(&server.ui_url(&format!("/trace/{unknown}")));
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("is not stored"), "{body}");
+    let (status, _, _) = get(&server.ui_url(&format!("/compare?a={unknown}&b={unknown}")));
+    assert_eq!(status, 404);
+
+    // The home page is the search page.
+    let (status, _, body) = get(&server.ui_url("/"));
+    assert_eq!(status, 200);
+    assert!(body.contains(r#"id="search-form""#), "{body}");
+}
+
+#[test]
+fn trace_page_shows_the_tree_and_span_details_escaped() {
+    let server = Server::start();
+    store_hostile_trace(&server);
+    let trace = "/trace/33333333333333333333333333333333";
+    let (status, _, body) = get(&server.ui_url(trace));
+    assert_eq!(status, 200, "{body}");
+    assert_escaped(&body);
+    assert!(body.contains(r#"id="span-4444444444444444""#), "{body}");
+    assert!(body.contains(r#"id="span-5555555555555555""#), "{body}");
+    assert!(
+        body.contains(r#"<details class="node" open>"#),
+        "the root folds open: {body}"
+    );
+    assert!(body.contains(r#"href="/api/v3/traces/33333333333333333333333333333333""#));
+    assert!(!body.contains(r#"id="detail""#), "no span selected yet");
+
+    let (status, _, body) = get(&server.ui_url(&format!("{trace}?span=4444444444444444&critical=1")));
+    assert_eq!(status, 200, "{body}");
+    assert_escaped(&body);
+    assert!(body.contains(r#"id="detail""#), "{body}");
+    assert!(
+        body.contains("&#60;marquee&#62;down") || body.contains("&lt;marquee&gt;down"),
+        "{body}"
+    );
+    assert!(body.contains(r#"class="waterfall critical""#), "{body}");
+    assert!(body.contains("t-string"), "typed attributes: {body}");
+
+    let (status, _, body) = get(&server.ui_url(&format!("{trace}?span=0000000000000009")));
+    assert_eq!(status, 200);
+    assert!(body.contains("is not in this trace"), "{body}");
+}
+
+#[test]
+fn compare_lines_up_two_traces() {
+    let server = Server::start();
+    store_hostile_trace(&server);
+    store_hostile_span(&server);
+    let (status, _, body) = get(&server
+        .ui_url("/compare?trace=33333333333333333333333333333333&trace=11111111111111111111111111111111"));
+    assert_eq!(status, 200, "{body}");
+    assert_escaped(&body);
+    assert!(
+        body.contains(r#"<tr class="removed">"#),
+        "the child is only in A: {body}"
+    );
+    assert!(body.contains(r#"id="diff""#), "{body}");
+}

@@ -1,22 +1,15 @@
 //! Service-to-service calls, found as spans arrive rather than by a self-join at query time.
 //!
-//! A background pass every few seconds joins the spans committed since the last pass (a rowid
-//! watermark: the single writer appends with increasing rowids) with their parents or children
-//! from a bounded recent time window, and appends one `service_calls` row per parent/child pair
-//! whose services differ. A pair is recorded in the pass in which its later half arrives, so
-//! children exported before their parents (the usual order) are matched too. The
-//! `service_edges` view rolls the calls up per minute.
-
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::thread::JoinHandle;
-use std::time::Duration;
+//! An indexer pass (indexer.rs) joins the spans committed since the last pass with their
+//! parents or children from a bounded recent time window, and appends one `service_calls` row
+//! per parent/child pair whose services differ. A pair is recorded in the pass in which its
+//! later half arrives, so children exported before their parents (the usual order) are matched
+//! too. The `service_edges` view rolls the calls up per minute.
 
 use duckdb::Connection;
 
+use crate::indexer::Pass;
 use crate::StoreError;
-
-/// How often new spans are matched.
-pub const PASS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Pairs whose child is new (rowid in `($1, $2]`), or whose parent is new and child older; each side's partner is looked for in a time window, pruned by zone maps.
 const MATCH_NEW_SPANS: &str = "
@@ -39,64 +32,13 @@ SELECT start_time, caller, service_name, span_name, duration_ns, coalesce(status
 FROM pairs
 WHERE caller <> service_name";
 
-/// The running matcher; `stop` makes one last pass and ends it.
-pub(crate) struct EdgeIndexer {
-    stop: mpsc::Sender<()>,
-    thread: JoinHandle<()>,
-}
+/// The pass that fills `service_calls`; its watermark keeps the name of earlier versions.
+pub(crate) const SERVICE_CALLS: Pass = Pass {
+    name: "edges",
+    run: match_new_spans,
+};
 
-impl EdgeIndexer {
-    pub(crate) fn start(conn: Connection) -> Result<Self, StoreError> {
-        let (stop, stopped) = mpsc::channel();
-        let thread = std::thread::Builder::new().name("edge-indexer".into()).spawn(move || loop {
-            if let Err(error) = pass(&conn) {
-                tracing::warn!(%error, "matching service calls failed; retrying next pass");
-            }
-            match stopped.recv_timeout(PASS_INTERVAL) {
-                Err(RecvTimeoutError::Timeout) => continue,
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => {
-                    if let Err(error) = pass(&conn).and_then(|()| Ok(conn.execute_batch("CHECKPOINT")?)) {
-                        tracing::warn!(%error, "the last service-call pass failed; it reruns at next start");
-                    }
-                    break;
-                }
-            }
-        })?;
-        Ok(Self { stop, thread })
-    }
-
-    pub(crate) fn stop(self) {
-        let _ = self.stop.send(());
-        if self.thread.join().is_err() {
-            tracing::error!("the edge indexer panicked");
-        }
-    }
-}
-
-/// Matches everything committed since the watermark, and moves the watermark, atomically.
-fn pass(conn: &Connection) -> Result<(), StoreError> {
-    conn.execute_batch("BEGIN TRANSACTION")?;
-    let result = (|| {
-        let lo: i64 = conn.query_row(
-            "SELECT coalesce(max(CAST(value AS BIGINT)), -1) FROM ducktrace_meta WHERE key = 'edges_rowid_watermark'",
-            [],
-            |row| row.get(0),
-        )?;
-        let hi: i64 = conn.query_row("SELECT coalesce(max(rowid), -1) FROM span_data", [], |row| {
-            row.get(0)
-        })?;
-        if hi > lo {
-            conn.prepare_cached(MATCH_NEW_SPANS)?.execute([lo, hi])?;
-            conn.execute(
-                "INSERT OR REPLACE INTO ducktrace_meta VALUES ('edges_rowid_watermark', ?)",
-                [hi.to_string()],
-            )?;
-        }
-        Ok(())
-    })();
-    match result {
-        Ok(()) => conn.execute_batch("COMMIT")?,
-        Err(_) => conn.execute_batch("ROLLBACK")?,
-    }
-    result
+fn match_new_spans(conn: &Connection, lo: i64, hi: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(MATCH_NEW_SPANS)?.execute([lo, hi])?;
+    Ok(())
 }

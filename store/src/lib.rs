@@ -7,11 +7,16 @@ mod edges;
 pub mod export;
 pub mod ids;
 pub mod import;
+mod indexer;
 pub mod metrics;
 pub mod otlp_json;
 mod reader;
 mod schema;
+pub mod search;
 pub mod sql;
+mod summaries;
+pub mod trace_compare;
+pub mod trace_view;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -25,6 +30,9 @@ pub use batch::{Rejections, SpanBatch, UNKNOWN_SERVICE};
 pub use duckdb::types as duckdb_value;
 pub use ids::{SpanId, TraceId};
 pub use writer::{SpanWriter, WriteError, WriterConfig};
+
+/// What the background indexer keeps current as spans arrive.
+const INDEX_PASSES: &[indexer::Pass] = &[edges::SERVICE_CALLS, summaries::TRACE_SUMMARIES];
 
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "ducktrace.duckdb";
@@ -78,7 +86,7 @@ pub struct Store {
     writer: SpanWriter,
     reader: Reader,
     writer_thread: writer::WriterThread,
-    edge_indexer: edges::EdgeIndexer,
+    indexer: indexer::Indexer,
     path: PathBuf,
 }
 
@@ -108,13 +116,13 @@ impl Store {
         // Nothing in ducktrace reads or writes files through SQL, so no query can either.
         conn.execute_batch("SET enable_external_access = false; SET lock_configuration = true;")?;
         let (writer, writer_thread) = writer::spawn(conn.try_clone()?, config.writer.clone())?;
-        let edge_indexer = edges::EdgeIndexer::start(conn.try_clone()?)?;
+        let indexer = indexer::Indexer::start(conn.try_clone()?, INDEX_PASSES)?;
         let reader = Reader::new(conn, config.query_time_limit);
         Ok(Self {
             writer,
             reader,
             writer_thread,
-            edge_indexer,
+            indexer,
             path,
         })
     }
@@ -135,7 +143,7 @@ impl Store {
     /// as `WriteError::Closed`, which clients retry.
     pub fn close(self) {
         self.writer_thread.stop();
-        self.edge_indexer.stop();
+        self.indexer.stop();
     }
 }
 
@@ -226,6 +234,26 @@ impl Reader {
     /// The stored spans of a trace as OTLP, grouped by resource and scope; empty when unknown.
     pub fn trace(&self, trace_id: TraceId) -> Result<Vec<ResourceSpans>, StoreError> {
         self.with_connection(|conn| reader::trace(conn, trace_id))
+    }
+
+    /// The traces matching `query`; see [`search::search`].
+    pub fn search(&self, query: &search::TraceQuery) -> Result<Vec<search::TraceSummary>, StoreError> {
+        self.with_connection(|conn| search::search(conn, query))
+    }
+
+    /// Every service that sent spans, by name.
+    pub fn service_names(&self) -> Result<Vec<String>, StoreError> {
+        self.with_connection(search::services)
+    }
+
+    /// Every service that sent spans, and every operation of each, for search pickers.
+    pub fn services_and_operations(&self) -> Result<(Vec<String>, Vec<search::Operation>), StoreError> {
+        self.with_connection(|conn| Ok((search::services(conn)?, search::operations(conn)?)))
+    }
+
+    /// The trace arranged as a tree for display, or `None` when no span of it is stored.
+    pub fn trace_view(&self, trace_id: TraceId) -> Result<Option<trace_view::TraceView>, StoreError> {
+        self.with_connection(|conn| trace_view::load(conn, trace_id))
     }
 
     /// The limits for a query returning at most `max_rows` rows, with the configured time limit.

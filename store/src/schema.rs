@@ -6,7 +6,7 @@
 //! See docs/schema.md for the user-facing description; keep the two in step.
 
 /// Bumped whenever a table changes shape; a data directory of another version is refused.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// One attribute value: exactly one field is non-NULL (all NULL for an empty OTLP AnyValue).
 /// Arrays and key-value lists are kept as their OTLP/JSON AnyValue text in `json`, losslessly.
@@ -71,6 +71,28 @@ CREATE TABLE IF NOT EXISTS service_calls (
     duration_ns BIGINT NOT NULL,
     error BOOLEAN NOT NULL,
     trace_id UUID NOT NULL
+);
+
+-- One row per trace, kept up to date by the trace summarizer as spans arrive (summaries.rs),
+-- so searching and sorting traces never groups all spans. The root is the first span without a
+-- parent by start time; while none has arrived, the earliest span (root_has_parent is then true).
+CREATE TABLE IF NOT EXISTS trace_summaries (
+    trace_id UUID NOT NULL,
+    start_time TIMESTAMP_NS NOT NULL,
+    duration_ns BIGINT NOT NULL,
+    span_count UBIGINT NOT NULL,
+    error_count UBIGINT NOT NULL,
+    root_service VARCHAR NOT NULL,
+    root_operation VARCHAR NOT NULL,
+    root_has_parent BOOLEAN NOT NULL,
+    root_start TIMESTAMP_NS NOT NULL,
+    services MAP(VARCHAR, UBIGINT) NOT NULL
+);
+
+-- Every (service, operation) pair seen, for pickers; appended by the trace summarizer.
+CREATE TABLE IF NOT EXISTS operations (
+    service_name VARCHAR NOT NULL,
+    span_name VARCHAR NOT NULL
 );
 
 -- The text form of one attribute value, for display and for comparisons in SQL.

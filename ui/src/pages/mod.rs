@@ -2,13 +2,17 @@
 //! Every page works without JavaScript; span data reaches HTML only through askama's escaping.
 
 pub mod chart;
+pub mod compare;
 pub mod dependencies;
+pub mod format;
 pub mod graph;
 pub mod links;
 pub mod palette;
+pub mod search;
 pub mod services;
 pub mod sql;
 pub mod time_range;
+pub mod trace;
 pub mod units;
 
 use askama::Template;
@@ -17,6 +21,9 @@ use axum::response::{Html, IntoResponse, Response};
 
 /// The one stylesheet, compiled into the binary so the UI needs no files at run time.
 const STYLESHEET: &str = include_str!("../../static/style.css");
+
+/// Small enhancements for the exploration pages, which work without it.
+const EXPLORE_SCRIPT: &str = include_str!("../../static/explore.js");
 
 /// Scripts, styles and images only from this server; no inline script, no framing.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
@@ -31,6 +38,18 @@ pub async fn stylesheet() -> Response {
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         STYLESHEET,
+    )
+        .into_response()
+}
+
+/// `GET /static/explore.js`
+pub async fn explore_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        EXPLORE_SCRIPT,
     )
         .into_response()
 }
@@ -58,14 +77,31 @@ pub enum PageError {
     Render(#[from] askama::Error),
     #[error("the query task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
-    /// The request asked for something malformed; shown with status 400.
-    #[error("{0}")]
-    BadRequest(String),
-    /// The request named something that does not exist; shown with status 404.
-    #[error("{0}")]
-    NotFound(String),
     #[error("could not read the span store: {0}")]
     Store(#[from] ducktrace_store::StoreError),
+    /// The request cannot be answered as asked (a malformed id, a bad filter).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request named something that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+}
+
+impl PageError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// Runs blocking store work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, PageError> + Send + 'static,
+) -> Result<T, PageError> {
+    tokio::task::spawn_blocking(work).await?
 }
 
 /// The error page, inside the usual layout.
@@ -73,21 +109,24 @@ pub enum PageError {
 #[template(path = "error.html")]
 struct ErrorPage {
     active: &'static str,
+    heading: &'static str,
     message: String,
 }
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        let status = match self {
-            PageError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            PageError::NotFound(_) => StatusCode::NOT_FOUND,
+        let status = self.status();
+        let heading = match status {
+            StatusCode::BAD_REQUEST => "That request cannot be answered",
+            StatusCode::NOT_FOUND => "Not found",
             _ => {
                 tracing::warn!(error = %self, "page failed");
-                StatusCode::INTERNAL_SERVER_ERROR
+                "Something went wrong"
             }
         };
         let page = ErrorPage {
             active: "",
+            heading,
             message: self.to_string(),
         };
         match page.render() {

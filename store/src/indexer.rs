@@ -1,0 +1,95 @@
+//! Background passes that index spans as they arrive, so that reads never aggregate every span.
+//!
+//! Every [`PASS_INTERVAL`] one thread runs each [`Pass`] over the spans committed since that
+//! pass last ran: a rowid watermark per pass (the single writer appends with increasing rowids),
+//! moved in the same transaction as the pass's own writes, so a crash repeats a pass, never
+//! skips one. `stop` runs a last round and checkpoints.
+
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use duckdb::Connection;
+
+use crate::StoreError;
+
+/// How often new spans are indexed.
+pub const PASS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// One incremental index: `run` folds the spans with rowid in `(lo, hi]` into its tables.
+pub(crate) struct Pass {
+    /// Names the pass in logs and its watermark in `ducktrace_meta` (`<name>_rowid_watermark`).
+    pub name: &'static str,
+    pub run: fn(&Connection, i64, i64) -> Result<(), StoreError>,
+}
+
+/// The running indexer thread.
+pub(crate) struct Indexer {
+    stop: mpsc::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl Indexer {
+    pub(crate) fn start(conn: Connection, passes: &'static [Pass]) -> Result<Self, StoreError> {
+        let (stop, stopped) = mpsc::channel();
+        let round = move |conn: &Connection| {
+            for pass in passes {
+                if let Err(error) = run_pass(conn, pass) {
+                    tracing::warn!(%error, pass = pass.name, "indexing new spans failed; retrying next pass");
+                }
+            }
+        };
+        let thread = std::thread::Builder::new()
+            .name("span-indexer".into())
+            .spawn(move || loop {
+                round(&conn);
+                match stopped.recv_timeout(PASS_INTERVAL) {
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                        round(&conn);
+                        if let Err(error) = conn.execute_batch("CHECKPOINT") {
+                            tracing::warn!(%error, "checkpoint after the last indexing pass failed");
+                        }
+                        break;
+                    }
+                }
+            })?;
+        Ok(Self { stop, thread })
+    }
+
+    pub(crate) fn stop(self) {
+        let _ = self.stop.send(());
+        if self.thread.join().is_err() {
+            tracing::error!("the span indexer panicked");
+        }
+    }
+}
+
+/// Runs `pass` over everything committed since its watermark, and moves the watermark, atomically.
+fn run_pass(conn: &Connection, pass: &Pass) -> Result<(), StoreError> {
+    let key = format!("{}_rowid_watermark", pass.name);
+    conn.execute_batch("BEGIN TRANSACTION")?;
+    let result = (|| {
+        let lo: i64 = conn.query_row(
+            "SELECT coalesce(max(CAST(value AS BIGINT)), -1) FROM ducktrace_meta WHERE key = ?",
+            [&key],
+            |row| row.get(0),
+        )?;
+        let hi: i64 = conn.query_row("SELECT coalesce(max(rowid), -1) FROM span_data", [], |row| {
+            row.get(0)
+        })?;
+        if hi > lo {
+            (pass.run)(conn, lo, hi)?;
+            conn.execute(
+                "INSERT OR REPLACE INTO ducktrace_meta VALUES (?, ?)",
+                [&key, &hi.to_string()],
+            )?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => conn.execute_batch("COMMIT")?,
+        Err(_) => conn.execute_batch("ROLLBACK")?,
+    }
+    result
+}

@@ -1,0 +1,157 @@
+// Drives search → trace → span details → linked trace → compare in headless Chromium:
+// node tests/browser/explore_test.mjs BASE_URL OUTDIR. Expects the traces aaaa… and bbbb… that
+// tests/ui_browser.rs stores (one with a script-bearing span name and attributes).
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { createRequire } from 'node:module';
+
+const require = createRequire(new URL('../clients/package.json', import.meta.url));
+const { chromium } = require('playwright-core');
+
+const [base, outdir] = process.argv.slice(2);
+if (!base || !outdir) {
+  console.error('usage: node tests/browser/explore_test.mjs BASE_URL OUTDIR');
+  process.exit(2);
+}
+mkdirSync(outdir, { recursive: true });
+
+const TRACE_A = 'a'.repeat(32);
+const TRACE_B = 'b'.repeat(32);
+
+function check(condition, message) {
+  if (!condition) throw new Error(`check failed: ${message}`);
+}
+
+async function noScriptRan(page, where) {
+  check(await page.evaluate(() => window.__xss) === undefined, `stored payload did not execute (${where})`);
+}
+
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+try {
+  for (const colorScheme of ['light', 'dark']) {
+    const page = await browser.newPage({ colorScheme, viewport: { width: 1366, height: 800 } });
+    const problems = [];
+    page.on('console', (message) => {
+      if (message.type() === 'error') problems.push(message.text());
+    });
+    page.on('pageerror', (error) => problems.push(error.message));
+    const shot = (name) => page.screenshot({ path: join(outdir, `explore-${name}-${colorScheme}.png`), fullPage: false });
+
+    // Search: both traces show up once the summarizer has seen them (every 2 s).
+    for (let attempt = 0; ; attempt++) {
+      await page.goto(`${base}/search`);
+      if (await page.locator('#traces tbody tr').count() >= 2
+          && await page.locator('#operation optgroup').count() >= 6) break;
+      check(attempt < 40, 'traces appear in search');
+      await page.waitForTimeout(250);
+    }
+    check(await page.title() === 'Search · ducktrace', `title: ${await page.title()}`);
+    const rowA = page.locator('#traces tbody tr', { hasText: TRACE_A });
+    check(await rowA.locator('.errors').innerText() === '1', 'trace A has one error');
+    check((await rowA.locator('.chips').innerText()).includes('payments'), 'services of trace A');
+    check(await page.locator('#scatter circle').count() === 2, 'one dot per trace');
+    check(await page.locator('#scatter circle.failed').count() === 1, 'the failing trace is red');
+    check(await page.locator('#compare-button').isDisabled(), 'compare needs two ticks');
+    await noScriptRan(page, 'search');
+    await shot('search');
+
+    // Filters: the operation list follows the service; an attribute filter narrows the results.
+    await page.selectOption('#service', 'payments');
+    const operations = await page.locator('#operation option').allInnerTexts();
+    check(operations.includes('Charge') && !operations.includes('PlaceOrder'),
+      `operations of payments: ${operations} in ${await page.locator('#operation').innerHTML()}`);
+    await page.fill('#attributes', 'http.status_code=500');
+    await page.selectOption('#service', '');
+    await page.getByRole('button', { name: 'Find traces' }).click();
+    await page.waitForSelector('#result-count');
+    check(await page.locator('#result-count').innerText() === '1 trace', 'attribute filter');
+    await page.fill('#min_duration', 'soon');
+    await page.getByRole('button', { name: 'Find traces' }).click();
+    check((await page.locator('#search-error').innerText()).includes('not a duration'), 'bad duration explained');
+    await shot('search-error');
+
+    // Trace A: header, tree, flags.
+    await page.goto(`${base}/search`);
+    await page.locator('#traces tbody tr', { hasText: TRACE_A }).locator('a.trace-link').click();
+    await page.waitForSelector('#waterfall');
+    check(page.url().endsWith(`/trace/${TRACE_A}`), `on trace A: ${page.url()}`);
+    check(await page.locator('#span-count').innerText() === '6', 'six spans');
+    check(await page.locator('#error-count').innerText() === '1', 'one error');
+    check((await page.locator('#trace-warnings').innerText()).includes('not in this trace'), 'orphan flagged');
+    check(await page.locator('#span-a000000000000006 .flag').innerText() === 'orphan', 'orphan row marked');
+    check(await page.locator('#span-a000000000000003.failed').count() === 1, 'error row marked');
+    const hostile = page.locator('#span-a000000000000005 .op');
+    check(await hostile.innerText() === '<script>window.__xss=3</script>', 'script name shown as text');
+    check(await page.locator('.minimap rect').count() === 6, 'minimap has every span');
+    check(await page.locator('#self-by-service tbody tr').count() === 6, 'self time for six services');
+    await noScriptRan(page, 'trace');
+
+    // Keyboard: a fold opens and closes with Enter.
+    const root = page.locator('#span-a000000000000001');
+    await root.focus();
+    await page.keyboard.press('Enter');
+    check(await page.locator('#span-a000000000000002').isHidden(), 'Enter folds the root');
+    await page.keyboard.press('Enter');
+    check(await page.locator('#span-a000000000000002').isVisible(), 'Enter unfolds it again');
+    await shot('trace');
+
+    // Span details: typed attributes, status, events.
+    await page.locator('#span-a000000000000003 a.span-link').click();
+    await page.waitForSelector('#detail');
+    check(await page.locator('#detail-status').innerText() === 'ERROR', 'status');
+    check(await page.locator('#status-message').innerText() === 'card declined', 'status message');
+    const amount = page.locator('#span-attributes tr', { hasText: 'amount' });
+    check(await amount.locator('td.type').innerText() === 'double', 'typed attribute');
+    check(await amount.locator('td.value').innerText() === '12.5', 'attribute value');
+    await shot('span');
+    await page.locator('#span-a000000000000002 a.span-link').click();
+    await page.waitForSelector('#detail');
+    check((await page.locator('#span-events').innerText()).includes('retry'), 'event listed');
+    check((await page.locator('#span-events').innerText()).includes('+80ms'), 'event offset in the span');
+    await page.locator('#span-a000000000000005 a.span-link').click();
+    await page.waitForSelector('#detail');
+    check((await page.locator('#span-attributes').innerText()).includes('<img src=x onerror=window.__xss=4>'), 'hostile key as text');
+    await noScriptRan(page, 'span details');
+
+    // Critical path on demand.
+    await page.locator('#critical-toggle').click();
+    await page.waitForSelector('.waterfall.critical');
+    const critical = await page.locator('.row.crit').evaluateAll((rows) => rows.map((row) => row.id));
+    check(critical.includes('span-a000000000000001') && critical.includes('span-a000000000000002'), `critical path: ${critical}`);
+    await shot('critical');
+
+    // Follow the link from Reserve into trace B.
+    await page.locator('#span-a000000000000004 a.span-link').click();
+    await page.waitForSelector('#span-links');
+    await page.locator('#span-links a.linked-span').click();
+    await page.waitForSelector('#detail');
+    check(page.url().includes(`/trace/${TRACE_B}?span=b000000000000004`), `on trace B: ${page.url()}`);
+    check(await page.locator('#detail-span-id').innerText() === 'b000000000000004', 'linked span selected');
+
+    // Compare A and B from the search page.
+    await page.goto(`${base}/search`);
+    await page.locator(`input[value="${TRACE_A}"]`).check();
+    await page.locator(`input[value="${TRACE_B}"]`).check();
+    check(!(await page.locator('#compare-button').isDisabled()), 'compare enabled with two ticks');
+    await page.locator('#compare-button').click();
+    await page.waitForSelector('#diff');
+    const rows = await page.locator('#diff tbody tr').evaluateAll((trs) => trs.map((tr) => `${tr.className}:${tr.querySelector('.op').textContent}`));
+    check(rows.includes('removed:<script>window.__xss=3</script>'), `db call only in the first: ${rows}`);
+    check(rows.includes('added:cache get'), `cache call only in the second: ${rows}`);
+    check(rows.includes('removed:SendReceipt') || rows.includes('added:SendReceipt'), `orphan compared: ${rows}`);
+    await noScriptRan(page, 'compare');
+    await shot('compare');
+
+    // The bad-duration search answers 400 on purpose; anything else (a CSP violation) fails.
+    const unexpected = problems.filter((text) => !text.includes('status of 400'));
+    check(unexpected.length === 0, `console errors: ${unexpected}`);
+    await page.close();
+  }
+  console.log('explore_test: ok');
+} finally {
+  await browser.close();
+}
