@@ -118,8 +118,14 @@ pub async fn page(
         }
     };
     let (a, b) = (trace_id(a, "A")?, trace_id(b, "B")?);
-    let (view_a, view_b, services) =
-        blocking(move || Ok((reader.trace_view(a)?, reader.trace_view(b)?, reader.service_names()?))).await?;
+    let (view_a, view_b, services) = blocking(move || {
+        Ok((
+            reader.trace_view(a)?,
+            reader.trace_view(b)?,
+            reader.service_names()?,
+        ))
+    })
+    .await?;
     let palette = Palette::new(services);
     let not_found = |id: TraceId| PageError::NotFound(format!("trace {id} is not stored"));
     let view_a = view_a.ok_or_else(|| not_found(a))?;

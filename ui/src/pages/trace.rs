@@ -227,7 +227,8 @@ pub async fn page(
         critical: params.critical.as_deref().is_some_and(|v| !matches!(v, "" | "0")),
         expand_all: params.expand.as_deref() == Some("all"),
     };
-    let (view, services) = blocking(move || Ok((reader.trace_view(trace_id)?, reader.service_names()?))).await?;
+    let (view, services) =
+        blocking(move || Ok((reader.trace_view(trace_id)?, reader.service_names()?))).await?;
     let view = view.ok_or_else(|| PageError::NotFound(format!("trace {trace_id} is not stored")))?;
     let page = trace_page(&view, selected, &options, &Palette::new(services));
     render(StatusCode::OK, &page)
