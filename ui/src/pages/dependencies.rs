@@ -10,7 +10,7 @@ use ducktrace_store::Reader;
 
 use super::graph::{self, EdgeSpec, Placed, Size};
 use super::time_range::{RangeParams, RangePicker, TimeRange};
-use super::{links, palette, render, units, PageError};
+use super::{blocking, links, palette, render, units, PageError};
 
 /// Edges where at least this share of calls failed are marked as error-heavy.
 pub const ERROR_HEAVY: f64 = 0.05;
@@ -87,7 +87,7 @@ pub async fn page(
 ) -> Result<Response, PageError> {
     let range = TimeRange::from_params(&params)?;
     let window = range.window;
-    let calls = tokio::task::spawn_blocking(move || reader.service_calls(window)).await??;
+    let calls = blocking(move || Ok(reader.service_calls(window)?)).await?;
     let (graph, services) = graph_view(&calls, &range);
     let rows = calls.iter().map(|call| edge_row(call, &range)).collect();
     let page = DependenciesPage {
