@@ -9,7 +9,8 @@ use ducktrace_store::trace_compare::{compare, Change, PathStats};
 use ducktrace_store::trace_view::TraceView;
 use ducktrace_store::{Reader, TraceId};
 
-use super::format::{self, Palette};
+use super::format;
+use super::palette::service_class;
 use super::{blocking, render, PageError};
 
 /// Pixels of indentation per level of the path tree.
@@ -32,13 +33,13 @@ struct TraceSide {
 }
 
 impl TraceSide {
-    fn new(letter: &'static str, view: &TraceView, palette: &Palette) -> Self {
+    fn new(letter: &'static str, view: &TraceView) -> Self {
         let root = &view.spans[view.roots.first().copied().unwrap_or(0)];
         Self {
             letter,
             trace_id: view.trace_id.to_string(),
             href: format!("/trace/{}", view.trace_id),
-            root_colour: palette.colour(&root.service),
+            root_colour: service_class(&root.service),
             root_service: root.service.clone(),
             root_name: root.name.clone(),
             duration: format::duration(view.duration_ns()),
@@ -118,15 +119,7 @@ pub async fn page(
         }
     };
     let (a, b) = (trace_id(a, "A")?, trace_id(b, "B")?);
-    let (view_a, view_b, services) = blocking(move || {
-        Ok((
-            reader.trace_view(a)?,
-            reader.trace_view(b)?,
-            reader.service_names()?,
-        ))
-    })
-    .await?;
-    let palette = Palette::new(services);
+    let (view_a, view_b) = blocking(move || Ok((reader.trace_view(a)?, reader.trace_view(b)?))).await?;
     let not_found = |id: TraceId| PageError::NotFound(format!("trace {id} is not stored"));
     let view_a = view_a.ok_or_else(|| not_found(a))?;
     let view_b = view_b.ok_or_else(|| not_found(b))?;
@@ -145,7 +138,7 @@ pub async fn page(
             let percent = row.delta_percent();
             DiffRow {
                 indent_px: (row.depth * INDENT_PX).min(MAX_INDENT_PX),
-                colour: palette.colour(&row.service),
+                colour: service_class(&row.service),
                 service: row.service.clone(),
                 operation: row.operation.clone(),
                 a: side(row.a),
@@ -177,10 +170,7 @@ pub async fn page(
         .collect();
     let page = ComparePage {
         active: "search",
-        sides: [
-            TraceSide::new("A", &view_a, &palette),
-            TraceSide::new("B", &view_b, &palette),
-        ],
+        sides: [TraceSide::new("A", &view_a), TraceSide::new("B", &view_b)],
         rows,
         added,
         removed,

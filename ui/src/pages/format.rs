@@ -115,35 +115,6 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Services get one of this many colours (CSS classes `c0`…).
-const COLOURS: usize = 12;
-
-/// The colour of each service: its place among all known services, by name, so that up to
-/// twelve services never share a colour and a service keeps its colour from page to page.
-pub struct Palette {
-    services: Vec<String>,
-}
-
-impl Palette {
-    pub fn new(mut services: Vec<String>) -> Self {
-        services.sort_unstable();
-        Self { services }
-    }
-
-    /// The colour class of a service; one not known yet gets a hash of its name.
-    pub fn colour(&self, service: &str) -> String {
-        let index = self
-            .services
-            .binary_search_by(|known| known.as_str().cmp(service))
-            .unwrap_or_else(|_| {
-                service.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
-                    (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
-                }) as usize
-            });
-        format!("c{}", index % COLOURS)
-    }
-}
-
 /// A number with thin separators between thousands: `12 345`.
 pub fn count(n: impl Into<u64>) -> String {
     let digits = n.into().to_string();
@@ -238,11 +209,7 @@ mod tests {
     }
 
     #[test]
-    fn colours_are_stable_and_in_range() {
-        let palette = Palette::new(vec!["b".into(), "a".into()]);
-        assert_eq!(palette.colour("a"), "c0");
-        assert_eq!(palette.colour("b"), "c1");
-        assert_eq!(palette.colour("unknown"), palette.colour("unknown"));
+    fn counts_and_query_strings() {
         assert_eq!(count(1_234_567u64), "1\u{202f}234\u{202f}567");
         assert_eq!(
             query_string([("a", "x y&"), ("b", ""), ("c", "é")]),

@@ -11,7 +11,8 @@ use ducktrace_store::search::{AttributeFilter, Operation, TraceOrder, TraceQuery
 use ducktrace_store::Reader;
 use serde::Deserialize;
 
-use super::format::{self, coord, Palette};
+use super::format::{self, coord};
+use super::palette::service_class;
 use super::{blocking, render, PageError};
 
 /// Traces shown when the form does not say.
@@ -295,14 +296,14 @@ fn scatter(traces: &[TraceSummary]) -> Option<Scatter> {
     })
 }
 
-fn result_rows(traces: &[TraceSummary], palette: &Palette) -> Vec<ResultRow> {
+fn result_rows(traces: &[TraceSummary]) -> Vec<ResultRow> {
     let longest = traces.iter().map(|t| t.duration_ns).max().unwrap_or(1).max(1);
     traces
         .iter()
         .map(|trace| ResultRow {
             trace_id: trace.trace_id.to_string(),
             href: format!("/trace/{}", trace.trace_id),
-            root_colour: palette.colour(&trace.root_service),
+            root_colour: service_class(&trace.root_service),
             root_service: trace.root_service.clone(),
             root_operation: trace.root_operation.clone(),
             root_missing: trace.root_missing,
@@ -315,7 +316,7 @@ fn result_rows(traces: &[TraceSummary], palette: &Palette) -> Vec<ResultRow> {
                 .services
                 .iter()
                 .map(|s| ServiceChip {
-                    colour: palette.colour(&s.service),
+                    colour: service_class(&s.service),
                     name: s.service.clone(),
                     spans: format::count(s.spans),
                 })
@@ -376,14 +377,13 @@ pub async fn page(
         Ok((services, operations, found))
     })
     .await?;
-    let palette = Palette::new(services.clone());
     let (http_status, outcome) = match found {
         Ok((traces, limit)) => (
             StatusCode::OK,
             Outcome::Found {
                 hit_limit: traces.len() >= limit,
                 scatter: scatter(&traces),
-                rows: result_rows(&traces, &palette),
+                rows: result_rows(&traces),
             },
         ),
         Err(message) => (StatusCode::BAD_REQUEST, Outcome::Invalid(message)),
