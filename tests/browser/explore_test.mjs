@@ -94,7 +94,7 @@ try {
     await page.locator('#span-a000000000000002 a.span-link').click();
     await page.waitForSelector('#detail');
     check((await page.locator('#span-events').innerText()).includes('retry'), 'event listed');
-    check((await page.locator('#span-events').innerText()).includes('+80ms'), 'event offset in the span');
+    check((await page.locator('#span-events').innerText()).includes('+80 ms'), 'event offset in the span');
     await page.locator('#span-a000000000000005 a.span-link').click();
     await page.waitForSelector('#detail');
     check((await page.locator('#span-attributes').innerText()).includes('<img src=x onerror=window.__xss=4>'), 'hostile key as text');

@@ -9,9 +9,8 @@ use ducktrace_store::trace_compare::{compare, Change, PathStats};
 use ducktrace_store::trace_view::TraceView;
 use ducktrace_store::{Reader, TraceId};
 
-use super::format;
 use super::palette::service_class;
-use super::{blocking, render, PageError};
+use super::{blocking, render, units, PageError};
 
 /// Pixels of indentation per level of the path tree.
 const INDENT_PX: usize = 14;
@@ -42,7 +41,7 @@ impl TraceSide {
             root_colour: service_class(&root.service),
             root_service: root.service.clone(),
             root_name: root.name.clone(),
-            duration: format::duration(view.duration_ns()),
+            duration: units::duration(view.duration_ns()),
             spans: view.spans.len(),
             errors: view.error_count(),
         }
@@ -65,8 +64,8 @@ struct DiffRow {
 fn side(stats: Option<PathStats>) -> String {
     match stats {
         None => "—".into(),
-        Some(s) if s.spans == 1 => format::duration(s.mean_ns()),
-        Some(s) => format!("{} × {}", s.spans, format::duration(s.mean_ns())),
+        Some(s) if s.spans == 1 => units::duration(s.mean_ns()),
+        Some(s) => format!("{} × {}", s.spans, units::duration(s.mean_ns())),
     }
 }
 
@@ -148,10 +147,10 @@ pub async fn page(
                         format!(
                             "{}{} ({percent:+.0}%)",
                             if delta > 0 { "+" } else { "" },
-                            format::duration(delta)
+                            units::duration(delta)
                         )
                     }
-                    (Some(delta), None) => format::duration(delta),
+                    (Some(delta), None) => units::duration(delta),
                     _ => String::new(),
                 },
                 trend: match percent {

@@ -105,10 +105,10 @@ pub async fn page(
 fn edge_row(call: &ServiceCallStats, range: &TimeRange) -> EdgeRow {
     let stats = &call.stats;
     let latency = |pick: fn(&ducktrace_store::metrics::Latency) -> f64| {
-        stats
-            .latency
-            .as_ref()
-            .map_or_else(|| "–".to_string(), |latency| units::duration(pick(latency)))
+        stats.latency.as_ref().map_or_else(
+            || "–".to_string(),
+            |latency| units::duration(pick(latency).round() as i64),
+        )
     };
     EdgeRow {
         caller: call.caller.clone(),
@@ -219,8 +219,8 @@ fn label_text(call: &ServiceCallStats) -> (String, String) {
     let latency = stats.latency.map_or_else(String::new, |latency| {
         format!(
             "p50 {} · p99 {}",
-            units::duration(latency.p50_ns),
-            units::duration(latency.p99_ns)
+            units::duration(latency.p50_ns.round() as i64),
+            units::duration(latency.p99_ns.round() as i64)
         )
     });
     (counts, latency)

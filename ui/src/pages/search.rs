@@ -11,9 +11,9 @@ use ducktrace_store::search::{AttributeFilter, Operation, TraceOrder, TraceQuery
 use ducktrace_store::Reader;
 use serde::Deserialize;
 
-use super::format::{self, coord};
+use super::chart::coord;
 use super::palette::service_class;
-use super::{blocking, render, PageError};
+use super::{blocking, links, render, time_range, units, PageError};
 
 /// Traces shown when the form does not say.
 const DEFAULT_LIMIT: usize = 20;
@@ -91,8 +91,8 @@ impl SearchForm {
             attributes: non_empty(params.attributes).unwrap_or_default(),
             min_duration: non_empty(params.min_duration).unwrap_or_default(),
             max_duration: non_empty(params.max_duration).unwrap_or_default(),
-            start: non_empty(params.start).unwrap_or_else(|| format::datetime_local(hour_ago)),
-            end: non_empty(params.end).unwrap_or_else(|| format::datetime_local(now_ns)),
+            start: non_empty(params.start).unwrap_or_else(|| time_range::datetime_local(hour_ago)),
+            end: non_empty(params.end).unwrap_or_else(|| time_range::datetime_local(now_ns)),
             lookback,
             status: non_empty(params.status).unwrap_or_else(|| "any".into()),
             limit: non_empty(params.limit).unwrap_or_else(|| DEFAULT_LIMIT.to_string()),
@@ -116,7 +116,7 @@ impl SearchForm {
         let (from_ns, to_ns) = match LOOKBACKS.iter().find(|l| l.value == self.lookback) {
             Some(Lookback { seconds: 0, .. }) => {
                 let read = |text: &str, what: &str| {
-                    format::parse_datetime(text).ok_or_else(|| {
+                    time_range::parse_utc(text).ok_or_else(|| {
                         format!("the {what} time {text:?} is not a date and time like 2026-01-31T14:05")
                     })
                 };
@@ -177,7 +177,7 @@ impl SearchForm {
         let custom = self.lookback == "custom";
         format!(
             "/search{}",
-            format::query_string([
+            links::query([
                 ("service", self.service.as_str()),
                 ("operation", &self.operation),
                 ("attributes", &self.attributes),
@@ -282,17 +282,17 @@ fn scatter(traces: &[TraceSummary]) -> Option<Scatter> {
                     "{}: {} · {} · {}",
                     trace.root_service,
                     trace.root_operation,
-                    format::duration(trace.duration_ns),
-                    format::timestamp(trace.start_ns)
+                    units::duration(trace.duration_ns),
+                    time_range::timestamp(trace.start_ns)
                 ),
             }
         })
         .collect();
     Some(Scatter {
         dots,
-        first: format::timestamp(first),
-        last: format::timestamp(last),
-        longest: format::duration(longest),
+        first: time_range::timestamp(first),
+        last: time_range::timestamp(last),
+        longest: units::duration(longest),
     })
 }
 
@@ -307,10 +307,10 @@ fn result_rows(traces: &[TraceSummary]) -> Vec<ResultRow> {
             root_service: trace.root_service.clone(),
             root_operation: trace.root_operation.clone(),
             root_missing: trace.root_missing,
-            start: format::timestamp(trace.start_ns),
-            duration: format::duration(trace.duration_ns),
+            start: time_range::timestamp(trace.start_ns),
+            duration: units::duration(trace.duration_ns),
             duration_bar: coord(trace.duration_ns as f64 * 100.0 / longest as f64),
-            spans: format::count(trace.span_count),
+            spans: units::count(trace.span_count),
             errors: trace.error_count,
             services: trace
                 .services
@@ -318,7 +318,7 @@ fn result_rows(traces: &[TraceSummary]) -> Vec<ResultRow> {
                 .map(|s| ServiceChip {
                     colour: service_class(&s.service),
                     name: s.service.clone(),
-                    spans: format::count(s.spans),
+                    spans: units::count(s.spans),
                 })
                 .collect(),
         })
@@ -403,7 +403,7 @@ pub async fn page(
     let service_link = (!form.service.is_empty() && form.lookback != "custom").then(|| {
         format!(
             "/services{}",
-            format::query_string([("service", form.service.as_str()), ("lookback", &form.lookback)])
+            links::query([("service", form.service.as_str()), ("lookback", &form.lookback)])
         )
     });
     let page = SearchPage {

@@ -45,10 +45,10 @@ impl StatsView {
     fn new(stats: &RequestStats, window: TimeWindow) -> Self {
         let seconds = window.duration_ns() as f64 / 1e9;
         let latency = |pick: fn(&ducktrace_store::metrics::Latency) -> f64| {
-            stats
-                .latency
-                .as_ref()
-                .map_or_else(|| "–".to_string(), |latency| units::duration(pick(latency)))
+            stats.latency.as_ref().map_or_else(
+                || "–".to_string(),
+                |latency| units::duration(pick(latency).round() as i64),
+            )
         };
         Self {
             requests: units::count(stats.requests),
@@ -390,7 +390,7 @@ fn duration_histogram(buckets: &[DurationBucket], colour: &str) -> Chart {
     let indexes = (low..=high).filter(|_| !buckets.is_empty());
     let names = indexes
         .clone()
-        .map(|index| units::duration(DurationBucket::lower_ns(index)))
+        .map(|index| units::duration(DurationBucket::lower_ns(index).round() as i64))
         .collect();
     let counts = indexes
         .map(|index| {

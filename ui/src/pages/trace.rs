@@ -14,9 +14,9 @@ use ducktrace_store::trace_view::{Attribute, SpanView, TraceView};
 use ducktrace_store::{Reader, SpanId, TraceId};
 use serde::Deserialize;
 
-use super::format::{self, coord};
+use super::chart::coord;
 use super::palette::service_class;
-use super::{blocking, render, PageError};
+use super::{blocking, links, render, time_range, units, PageError};
 
 /// Traces with more spans than this open only their top levels at first.
 const OPEN_ALL_UP_TO: usize = 300;
@@ -50,7 +50,7 @@ struct ViewOptions {
 
 impl ViewOptions {
     fn href(&self, trace_id: TraceId, span: Option<&str>, critical: bool, expand_all: bool) -> String {
-        let query = format::query_string([
+        let query = links::query([
             ("span", span.unwrap_or("")),
             ("critical", if critical { "1" } else { "" }),
             ("expand", if expand_all { "all" } else { "" }),
@@ -286,7 +286,7 @@ fn trace_page(view: &TraceView, selected: Option<SpanId>, options: &ViewOptions)
             service: span.service.clone(),
             colour: service_class(&span.service),
             kind: span.kind,
-            duration: format::duration(span.duration_ns),
+            duration: units::duration(span.duration_ns),
             indent_px: (span.depth * INDENT_PX).min(MAX_INDENT_PX),
             bar_x: coord(start_x),
             bar_width: coord(width),
@@ -359,7 +359,7 @@ fn trace_page(view: &TraceView, selected: Option<SpanId>, options: &ViewOptions)
                     colour: service_class(&row.service),
                     service: row.service,
                     spans: row.spans,
-                    self_time: format::duration(row.self_ns),
+                    self_time: units::duration(row.self_ns),
                     percent: format!("{percent:.1}%"),
                     bar: coord(percent),
                 }
@@ -373,16 +373,16 @@ fn trace_page(view: &TraceView, selected: Option<SpanId>, options: &ViewOptions)
         root_colour: service_class(&root.service),
         root_service: root.service.clone(),
         root_name: root.name.clone(),
-        start: format::timestamp(view.start_ns),
-        duration: format::duration(view.duration_ns()),
+        start: time_range::timestamp(view.start_ns),
+        duration: units::duration(view.duration_ns()),
         depth: view.depth(),
-        span_count: format::count(view.spans.len() as u64),
+        span_count: units::count(view.spans.len() as u64),
         error_count: view.error_count(),
         missing_parents: view.spans.iter().filter(|s| s.missing_parent).count(),
         outside_parents: view.spans.iter().filter(|s| s.outside_parent).count(),
         services,
         ruler: (0..=4)
-            .map(|quarter| format::duration(view.duration_ns() * quarter / 4))
+            .map(|quarter| units::duration(view.duration_ns() * quarter / 4))
             .collect(),
         items,
         minimap,
@@ -442,10 +442,10 @@ fn span_detail(view: &TraceView, i: usize, self_ns: i64, options: &ViewOptions) 
                 options.expand_all,
             )
         }),
-        start: format::timestamp(span.start_ns),
-        offset: format::duration(span.start_ns - view.start_ns),
-        duration: format::duration(span.duration_ns),
-        self_time: format::duration(self_ns),
+        start: time_range::timestamp(span.start_ns),
+        offset: units::duration(span.start_ns - view.start_ns),
+        duration: units::duration(span.duration_ns),
+        self_time: units::duration(self_ns),
         attributes: attribute_rows(&span.attributes),
         resource_attributes: attribute_rows(&span.resource.attributes),
         resource_schema_url: span.resource.schema_url.clone(),
@@ -456,7 +456,7 @@ fn span_detail(view: &TraceView, i: usize, self_ns: i64, options: &ViewOptions) 
             .events
             .iter()
             .map(|event| EventRow {
-                offset: format::duration(event.time_ns - span.start_ns),
+                offset: units::duration(event.time_ns - span.start_ns),
                 x: coord(
                     ((event.time_ns - span.start_ns) as f64 / duration * BAR_UNITS).clamp(0.0, BAR_UNITS),
                 ),
@@ -471,7 +471,7 @@ fn span_detail(view: &TraceView, i: usize, self_ns: i64, options: &ViewOptions) 
                 let span_id = link.span_id.map(|id| id.to_string()).unwrap_or_default();
                 LinkRow {
                     href: link.trace_id.map(|trace| {
-                        let query = format::query_string([("span", span_id.as_str())]);
+                        let query = links::query([("span", span_id.as_str())]);
                         let anchor = if span_id.is_empty() {
                             String::new()
                         } else {
