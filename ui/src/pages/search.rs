@@ -1,8 +1,6 @@
 //! `/search`: find traces by service, operation, attributes, duration, time and status; a
 //! table of matching traces, a duration-over-time scatter plot, and a form to compare two.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -13,36 +11,11 @@ use serde::Deserialize;
 
 use super::chart::coord;
 use super::palette::service_class;
-use super::{blocking, links, render, time_range, units, PageError};
+use super::time_range::{self, now_ns, Lookback};
+use super::{blocking, links, render, units, PageError};
 
 /// Traces shown when the form does not say.
 const DEFAULT_LIMIT: usize = 20;
-
-/// The time ranges offered, by their `lookback` value; `custom` uses `start` and `end`.
-const LOOKBACKS: &[Lookback] = &[
-    Lookback::new("15m", "Last 15 minutes", 15 * 60),
-    Lookback::new("1h", "Last hour", 3600),
-    Lookback::new("6h", "Last 6 hours", 6 * 3600),
-    Lookback::new("24h", "Last 24 hours", 24 * 3600),
-    Lookback::new("custom", "Custom range (UTC)", 0),
-];
-const DEFAULT_LOOKBACK: &str = "1h";
-
-struct Lookback {
-    value: &'static str,
-    label: &'static str,
-    seconds: i64,
-}
-
-impl Lookback {
-    const fn new(value: &'static str, label: &'static str, seconds: i64) -> Self {
-        Self {
-            value,
-            label,
-            seconds,
-        }
-    }
-}
 
 /// The query string of `/search`, as submitted by its form (empty fields mean "any").
 #[derive(Deserialize, Default)]
@@ -83,7 +56,7 @@ fn non_empty(value: Option<String>) -> Option<String> {
 
 impl SearchForm {
     fn new(params: SearchParams, now_ns: i64) -> Self {
-        let lookback = non_empty(params.lookback).unwrap_or_else(|| DEFAULT_LOOKBACK.into());
+        let lookback = non_empty(params.lookback).unwrap_or_else(|| Lookback::DEFAULT.param().into());
         let hour_ago = now_ns - 3_600_000_000_000;
         Self {
             service: non_empty(params.service).unwrap_or_default(),
@@ -113,8 +86,9 @@ impl SearchForm {
             .sort
             .parse()
             .map_err(|e: ducktrace_store::search::InputError| e.to_string())?;
-        let (from_ns, to_ns) = match LOOKBACKS.iter().find(|l| l.value == self.lookback) {
-            Some(Lookback { seconds: 0, .. }) => {
+        let lookback = Lookback::ALL.into_iter().find(|l| l.param() == self.lookback);
+        let (from_ns, to_ns) = match lookback.map(Lookback::length_ns) {
+            Some(None) => {
                 let read = |text: &str, what: &str| {
                     time_range::parse_utc(text).ok_or_else(|| {
                         format!("the {what} time {text:?} is not a date and time like 2026-01-31T14:05")
@@ -126,7 +100,8 @@ impl SearchForm {
                 }
                 (from, to)
             }
-            Some(lookback) => (now_ns - lookback.seconds * 1_000_000_000, now_ns + 60_000_000_000),
+            // A minute of slack past now, for spans from hosts whose clocks run ahead.
+            Some(Some(length)) => (now_ns - length, now_ns + 60_000_000_000),
             None => {
                 return Err(format!(
                     "unknown time range {:?}; use 15m, 1h, 6h, 24h or custom",
@@ -174,7 +149,7 @@ impl SearchForm {
 
     /// The form's query string with another sort order, for sortable column headings.
     fn with_sort(&self, order: TraceOrder) -> String {
-        let custom = self.lookback == "custom";
+        let custom = self.lookback == Lookback::Custom.param();
         format!(
             "/search{}",
             links::query([
@@ -340,19 +315,13 @@ enum Outcome {
 struct SearchPage {
     active: &'static str,
     form: SearchForm,
-    lookbacks: &'static [Lookback],
+    lookbacks: [Lookback; 5],
     orders: Vec<(TraceOrder, &'static str, String)>,
     services: Vec<String>,
     operations: Vec<ServiceOperations>,
     outcome: Outcome,
     /// A link to this service's overview page, carrying the time range.
     service_link: Option<String>,
-}
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// `GET /`: the search page is the home page.
@@ -400,7 +369,7 @@ pub async fn page(
             (order, label, form.with_sort(order))
         })
         .collect();
-    let service_link = (!form.service.is_empty() && form.lookback != "custom").then(|| {
+    let service_link = (!form.service.is_empty() && form.lookback != Lookback::Custom.param()).then(|| {
         format!(
             "/services{}",
             links::query([("service", form.service.as_str()), ("lookback", &form.lookback)])
@@ -409,7 +378,7 @@ pub async fn page(
     let page = SearchPage {
         active: "search",
         form,
-        lookbacks: LOOKBACKS,
+        lookbacks: Lookback::ALL,
         orders,
         services,
         operations: group_operations(operations),

@@ -67,7 +67,8 @@ impl Lookback {
         }
     }
 
-    fn length_ns(self) -> Option<i64> {
+    /// How far back a preset reaches; `None` for a custom range.
+    pub fn length_ns(self) -> Option<i64> {
         match self {
             Lookback::Minutes15 => Some(15 * MINUTE_NS),
             Lookback::Hour1 => Some(HOUR_NS),
