@@ -30,3 +30,15 @@ export function launchChromium() {
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
 }
+
+// A page of the usual size in `colorScheme`, and the list its console errors (unless `ignore`d)
+// and uncaught script errors are collected in.
+export async function openPage(browser, colorScheme, ignore = () => false) {
+  const page = await browser.newPage({ colorScheme, viewport: { width: 1366, height: 800 } });
+  const problems = [];
+  page.on('console', (message) => {
+    if (message.type() === 'error' && !ignore(message.text())) problems.push(message.text());
+  });
+  page.on('pageerror', (error) => problems.push(error.message));
+  return { page, problems };
+}

@@ -2,7 +2,7 @@
 // node tests/browser/explore_test.mjs BASE_URL OUTDIR. Expects the traces aaaa… and bbbb… that
 // tests/ui_browser.rs stores (one with a script-bearing span name and attributes).
 import { join } from 'node:path';
-import { check, launchChromium, scriptArgs } from './common.mjs';
+import { check, launchChromium, openPage, scriptArgs } from './common.mjs';
 
 const [base, outdir] = scriptArgs('node tests/browser/explore_test.mjs BASE_URL OUTDIR', 2);
 
@@ -16,12 +16,7 @@ async function noScriptRan(page, where) {
 const browser = await launchChromium();
 try {
   for (const colorScheme of ['light', 'dark']) {
-    const page = await browser.newPage({ colorScheme, viewport: { width: 1366, height: 800 } });
-    const problems = [];
-    page.on('console', (message) => {
-      if (message.type() === 'error') problems.push(message.text());
-    });
-    page.on('pageerror', (error) => problems.push(error.message));
+    const { page, problems } = await openPage(browser, colorScheme);
     const shot = (name) => page.screenshot({ path: join(outdir, `explore-${name}-${colorScheme}.png`), fullPage: false });
 
     // Search: both traces show up once the summarizer has seen them (every 2 s).

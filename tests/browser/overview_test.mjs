@@ -4,7 +4,7 @@
 // inventory, gateway → a service named <img src=x onerror=window.__xss=1>), its calls matched,
 // and FAILED_TRACE_ID to be the newest failed trace.
 import { join } from 'node:path';
-import { check, launchChromium, scriptArgs } from './common.mjs';
+import { check, launchChromium, openPage, scriptArgs } from './common.mjs';
 
 const [base, outdir, failedTrace] = scriptArgs('node tests/browser/overview_test.mjs BASE_URL OUTDIR FAILED_TRACE_ID', 3);
 
@@ -47,13 +47,8 @@ function graphBoxProblems() {
 const browser = await launchChromium();
 try {
   for (const colorScheme of ['light', 'dark']) {
-    const page = await browser.newPage({ colorScheme, viewport: { width: 1366, height: 800 } });
-    const problems = [];
-    page.on('console', (message) => {
-      // The trace page belongs to another part of the UI and may answer 404 here.
-      if (message.type() === 'error' && !message.text().includes('404')) problems.push(message.text());
-    });
-    page.on('pageerror', (error) => problems.push(error.message));
+    // The trace page belongs to another part of the UI and may answer 404 here.
+    const { page, problems } = await openPage(browser, colorScheme, (text) => text.includes('404'));
 
     // The dependency graph.
     await page.goto(`${base}/dependencies`);

@@ -1,18 +1,14 @@
 // Drives the web pages in headless Chromium: node tests/browser/ui_test.mjs BASE_URL OUTDIR.
 // Expects the span named `<script>alert(1)</script>` from tests/ui_browser.rs to be stored.
 import { join } from 'node:path';
-import { check, launchChromium, scriptArgs } from './common.mjs';
+import { check, launchChromium, openPage, scriptArgs } from './common.mjs';
 
 const [base, outdir] = scriptArgs('node tests/browser/ui_test.mjs BASE_URL OUTDIR', 2);
 
 const browser = await launchChromium();
 try {
   for (const colorScheme of ['light', 'dark']) {
-    const page = await browser.newPage({ colorScheme, viewport: { width: 1366, height: 800 } });
-    const violations = [];
-    page.on('console', (message) => {
-      if (message.type() === 'error') violations.push(message.text());
-    });
+    const { page, problems: violations } = await openPage(browser, colorScheme);
 
     await page.goto(`${base}/sql`);
     check(await page.title() === 'SQL · ducktrace', `title: ${await page.title()}`);
