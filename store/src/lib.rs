@@ -241,11 +241,6 @@ impl Reader {
         self.with_connection(|conn| search::search(conn, query))
     }
 
-    /// Every service that sent spans, by name.
-    pub fn service_names(&self) -> Result<Vec<String>, StoreError> {
-        self.with_connection(search::services)
-    }
-
     /// Every service that sent spans, and every operation of each, for search pickers.
     pub fn services_and_operations(&self) -> Result<(Vec<String>, Vec<search::Operation>), StoreError> {
         self.with_connection(|conn| Ok((search::services(conn)?, search::operations(conn)?)))

@@ -1,44 +1,22 @@
 // Drives search → trace → span details → linked trace → compare in headless Chromium:
 // node tests/browser/explore_test.mjs BASE_URL OUTDIR. Expects the traces aaaa… and bbbb… that
 // tests/ui_browser.rs stores (one with a script-bearing span name and attributes).
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { createRequire } from 'node:module';
+import { check, launchChromium, openPage, scriptArgs } from './common.mjs';
 
-const require = createRequire(new URL('../clients/package.json', import.meta.url));
-const { chromium } = require('playwright-core');
-
-const [base, outdir] = process.argv.slice(2);
-if (!base || !outdir) {
-  console.error('usage: node tests/browser/explore_test.mjs BASE_URL OUTDIR');
-  process.exit(2);
-}
-mkdirSync(outdir, { recursive: true });
+const [base, outdir] = scriptArgs('node tests/browser/explore_test.mjs BASE_URL OUTDIR', 2);
 
 const TRACE_A = 'a'.repeat(32);
 const TRACE_B = 'b'.repeat(32);
-
-function check(condition, message) {
-  if (!condition) throw new Error(`check failed: ${message}`);
-}
 
 async function noScriptRan(page, where) {
   check(await page.evaluate(() => window.__xss) === undefined, `stored payload did not execute (${where})`);
 }
 
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launchChromium();
 try {
   for (const colorScheme of ['light', 'dark']) {
-    const page = await browser.newPage({ colorScheme, viewport: { width: 1366, height: 800 } });
-    const problems = [];
-    page.on('console', (message) => {
-      if (message.type() === 'error') problems.push(message.text());
-    });
-    page.on('pageerror', (error) => problems.push(error.message));
+    const { page, problems } = await openPage(browser, colorScheme);
     const shot = (name) => page.screenshot({ path: join(outdir, `explore-${name}-${colorScheme}.png`), fullPage: false });
 
     // Search: both traces show up once the summarizer has seen them (every 2 s).
@@ -111,7 +89,7 @@ try {
     await page.locator('#span-a000000000000002 a.span-link').click();
     await page.waitForSelector('#detail');
     check((await page.locator('#span-events').innerText()).includes('retry'), 'event listed');
-    check((await page.locator('#span-events').innerText()).includes('+80ms'), 'event offset in the span');
+    check((await page.locator('#span-events').innerText()).includes('+80 ms'), 'event offset in the span');
     await page.locator('#span-a000000000000005 a.span-link').click();
     await page.waitForSelector('#detail');
     check((await page.locator('#span-attributes').innerText()).includes('<img src=x onerror=window.__xss=4>'), 'hostile key as text');

@@ -3,26 +3,13 @@
 // Expects the shop of tests/common/shop.rs to be stored (gateway → auth, gateway → orders →
 // inventory, gateway → a service named <img src=x onerror=window.__xss=1>), its calls matched,
 // and FAILED_TRACE_ID to be the newest failed trace.
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { createRequire } from 'node:module';
+import { check, launchChromium, openPage, scriptArgs } from './common.mjs';
 
-const require = createRequire(new URL('../clients/package.json', import.meta.url));
-const { chromium } = require('playwright-core');
-
-const [base, outdir, failedTrace] = process.argv.slice(2);
-if (!base || !outdir || !failedTrace) {
-  console.error('usage: node tests/browser/overview_test.mjs BASE_URL OUTDIR FAILED_TRACE_ID');
-  process.exit(2);
-}
-mkdirSync(outdir, { recursive: true });
+const [base, outdir, failedTrace] = scriptArgs('node tests/browser/overview_test.mjs BASE_URL OUTDIR FAILED_TRACE_ID', 3);
 
 const HOSTILE = '<img src=x onerror=window.__xss=1>';
 const SERVICES = ['auth', 'gateway', HOSTILE, 'inventory', 'orders'];
-
-function check(condition, message) {
-  if (!condition) throw new Error(`check failed: ${message}`);
-}
 
 // In the page: every node and edge label as one box (its frame and its text), and whether any
 // two boxes overlap or a text spills out of its frame.
@@ -57,20 +44,11 @@ function graphBoxProblems() {
   return { problems, count: boxes.length };
 }
 
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launchChromium();
 try {
   for (const colorScheme of ['light', 'dark']) {
-    const page = await browser.newPage({ colorScheme, viewport: { width: 1366, height: 800 } });
-    const problems = [];
-    page.on('console', (message) => {
-      // The trace page belongs to another part of the UI and may answer 404 here.
-      if (message.type() === 'error' && !message.text().includes('404')) problems.push(message.text());
-    });
-    page.on('pageerror', (error) => problems.push(error.message));
+    // The trace page belongs to another part of the UI and may answer 404 here.
+    const { page, problems } = await openPage(browser, colorScheme, (text) => text.includes('404'));
 
     // The dependency graph.
     await page.goto(`${base}/dependencies`);

@@ -1,36 +1,14 @@
 // Drives the web pages in headless Chromium: node tests/browser/ui_test.mjs BASE_URL OUTDIR.
 // Expects the span named `<script>alert(1)</script>` from tests/ui_browser.rs to be stored.
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { createRequire } from 'node:module';
+import { check, launchChromium, openPage, scriptArgs } from './common.mjs';
 
-// playwright-core lives in tests/clients/node_modules, next to the other test clients.
-const require = createRequire(new URL('../clients/package.json', import.meta.url));
-const { chromium } = require('playwright-core');
+const [base, outdir] = scriptArgs('node tests/browser/ui_test.mjs BASE_URL OUTDIR', 2);
 
-const [base, outdir] = process.argv.slice(2);
-if (!base || !outdir) {
-  console.error('usage: node tests/browser/ui_test.mjs BASE_URL OUTDIR');
-  process.exit(2);
-}
-mkdirSync(outdir, { recursive: true });
-
-function check(condition, message) {
-  if (!condition) throw new Error(`check failed: ${message}`);
-}
-
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launchChromium();
 try {
   for (const colorScheme of ['light', 'dark']) {
-    const page = await browser.newPage({ colorScheme, viewport: { width: 1366, height: 800 } });
-    const violations = [];
-    page.on('console', (message) => {
-      if (message.type() === 'error') violations.push(message.text());
-    });
+    const { page, problems: violations } = await openPage(browser, colorScheme);
 
     await page.goto(`${base}/sql`);
     check(await page.title() === 'SQL · ducktrace', `title: ${await page.title()}`);

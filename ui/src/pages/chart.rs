@@ -34,7 +34,7 @@ pub enum Unit {
 impl Unit {
     pub fn format(self, value: f64) -> String {
         match self {
-            Unit::Duration => units::duration(value),
+            Unit::Duration => units::duration(value.round() as i64),
             Unit::PerSecond => units::rate(value),
             Unit::Fraction => units::percent(value),
             Unit::Count => units::count(value.round() as u64),
@@ -379,6 +379,13 @@ fn clock(at_ns: i64, resolution_ns: i64) -> String {
 fn date(at_ns: i64) -> String {
     let text = super::time_range::DateTimeInput(at_ns).to_string();
     text[5..10].to_string()
+}
+
+/// A coordinate for SVG attributes: two decimals, no trailing noise.
+pub fn coord(value: f64) -> String {
+    let mut text = String::new();
+    let _ = write!(text, "{:.2}", if value.is_finite() { value } else { 0.0 });
+    text
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@ use ducktrace_store::trace_compare::{compare, Change, PathStats};
 use ducktrace_store::trace_view::TraceView;
 use ducktrace_store::{Reader, TraceId};
 
-use super::format::{self, Palette};
-use super::{blocking, render, PageError};
+use super::palette::service_class;
+use super::{blocking, render, units, PageError};
 
 /// Pixels of indentation per level of the path tree.
 const INDENT_PX: usize = 14;
@@ -32,16 +32,16 @@ struct TraceSide {
 }
 
 impl TraceSide {
-    fn new(letter: &'static str, view: &TraceView, palette: &Palette) -> Self {
+    fn new(letter: &'static str, view: &TraceView) -> Self {
         let root = &view.spans[view.roots.first().copied().unwrap_or(0)];
         Self {
             letter,
             trace_id: view.trace_id.to_string(),
             href: format!("/trace/{}", view.trace_id),
-            root_colour: palette.colour(&root.service),
+            root_colour: service_class(&root.service),
             root_service: root.service.clone(),
             root_name: root.name.clone(),
-            duration: format::duration(view.duration_ns()),
+            duration: units::duration(view.duration_ns()),
             spans: view.spans.len(),
             errors: view.error_count(),
         }
@@ -64,8 +64,8 @@ struct DiffRow {
 fn side(stats: Option<PathStats>) -> String {
     match stats {
         None => "—".into(),
-        Some(s) if s.spans == 1 => format::duration(s.mean_ns()),
-        Some(s) => format!("{} × {}", s.spans, format::duration(s.mean_ns())),
+        Some(s) if s.spans == 1 => units::duration(s.mean_ns()),
+        Some(s) => format!("{} × {}", s.spans, units::duration(s.mean_ns())),
     }
 }
 
@@ -118,15 +118,7 @@ pub async fn page(
         }
     };
     let (a, b) = (trace_id(a, "A")?, trace_id(b, "B")?);
-    let (view_a, view_b, services) = blocking(move || {
-        Ok((
-            reader.trace_view(a)?,
-            reader.trace_view(b)?,
-            reader.service_names()?,
-        ))
-    })
-    .await?;
-    let palette = Palette::new(services);
+    let (view_a, view_b) = blocking(move || Ok((reader.trace_view(a)?, reader.trace_view(b)?))).await?;
     let not_found = |id: TraceId| PageError::NotFound(format!("trace {id} is not stored"));
     let view_a = view_a.ok_or_else(|| not_found(a))?;
     let view_b = view_b.ok_or_else(|| not_found(b))?;
@@ -145,7 +137,7 @@ pub async fn page(
             let percent = row.delta_percent();
             DiffRow {
                 indent_px: (row.depth * INDENT_PX).min(MAX_INDENT_PX),
-                colour: palette.colour(&row.service),
+                colour: service_class(&row.service),
                 service: row.service.clone(),
                 operation: row.operation.clone(),
                 a: side(row.a),
@@ -155,10 +147,10 @@ pub async fn page(
                         format!(
                             "{}{} ({percent:+.0}%)",
                             if delta > 0 { "+" } else { "" },
-                            format::duration(delta)
+                            units::duration(delta)
                         )
                     }
-                    (Some(delta), None) => format::duration(delta),
+                    (Some(delta), None) => units::duration(delta),
                     _ => String::new(),
                 },
                 trend: match percent {
@@ -177,10 +169,7 @@ pub async fn page(
         .collect();
     let page = ComparePage {
         active: "search",
-        sides: [
-            TraceSide::new("A", &view_a, &palette),
-            TraceSide::new("B", &view_b, &palette),
-        ],
+        sides: [TraceSide::new("A", &view_a), TraceSide::new("B", &view_b)],
         rows,
         added,
         removed,

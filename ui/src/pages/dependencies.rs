@@ -10,7 +10,7 @@ use ducktrace_store::Reader;
 
 use super::graph::{self, EdgeSpec, Placed, Size};
 use super::time_range::{RangeParams, RangePicker, TimeRange};
-use super::{links, palette, render, units, PageError};
+use super::{blocking, links, palette, render, units, PageError};
 
 /// Edges where at least this share of calls failed are marked as error-heavy.
 pub const ERROR_HEAVY: f64 = 0.05;
@@ -87,7 +87,7 @@ pub async fn page(
 ) -> Result<Response, PageError> {
     let range = TimeRange::from_params(&params)?;
     let window = range.window;
-    let calls = tokio::task::spawn_blocking(move || reader.service_calls(window)).await??;
+    let calls = blocking(move || Ok(reader.service_calls(window)?)).await?;
     let (graph, services) = graph_view(&calls, &range);
     let rows = calls.iter().map(|call| edge_row(call, &range)).collect();
     let page = DependenciesPage {
@@ -105,10 +105,10 @@ pub async fn page(
 fn edge_row(call: &ServiceCallStats, range: &TimeRange) -> EdgeRow {
     let stats = &call.stats;
     let latency = |pick: fn(&ducktrace_store::metrics::Latency) -> f64| {
-        stats
-            .latency
-            .as_ref()
-            .map_or_else(|| "–".to_string(), |latency| units::duration(pick(latency)))
+        stats.latency.as_ref().map_or_else(
+            || "–".to_string(),
+            |latency| units::duration(pick(latency).round() as i64),
+        )
     };
     EdgeRow {
         caller: call.caller.clone(),
@@ -219,8 +219,8 @@ fn label_text(call: &ServiceCallStats) -> (String, String) {
     let latency = stats.latency.map_or_else(String::new, |latency| {
         format!(
             "p50 {} · p99 {}",
-            units::duration(latency.p50_ns),
-            units::duration(latency.p99_ns)
+            units::duration(latency.p50_ns.round() as i64),
+            units::duration(latency.p99_ns.round() as i64)
         )
     });
     (counts, latency)

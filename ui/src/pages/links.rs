@@ -17,6 +17,21 @@ pub fn encode(text: &str) -> String {
     encoded
 }
 
+/// A query string (`?a=1&b=2`) from `(name, value)` pairs, leaving out empty values.
+pub fn query<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut out = String::new();
+    for (name, value) in pairs {
+        if value.is_empty() {
+            continue;
+        }
+        out.push(if out.is_empty() { '?' } else { '&' });
+        out.push_str(name);
+        out.push('=');
+        out.push_str(&encode(value));
+    }
+    out
+}
+
 /// The page of one service over `range`, optionally showing one operation.
 pub fn service(name: &str, operation: Option<&str>, range: &TimeRange) -> String {
     let mut href = format!("/services/{}?{}", encode(name), range.query());
@@ -55,5 +70,9 @@ mod tests {
             "/services/a%20b%2F%3Cc%3E?lookback=1h&operation=GET%20%2Fx%3Fy"
         );
         assert_eq!(search("ü", None, &range), "/search?service=%C3%BC&lookback=1h");
+        assert_eq!(
+            query([("a", "x y&"), ("b", ""), ("c", "é")]),
+            "?a=x%20y%26&c=%C3%A9"
+        );
     }
 }

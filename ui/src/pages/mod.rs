@@ -4,7 +4,6 @@
 pub mod chart;
 pub mod compare;
 pub mod dependencies;
-pub mod format;
 pub mod graph;
 pub mod links;
 pub mod palette;

@@ -1,8 +1,6 @@
 //! `/search`: find traces by service, operation, attributes, duration, time and status; a
 //! table of matching traces, a duration-over-time scatter plot, and a form to compare two.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -11,37 +9,13 @@ use ducktrace_store::search::{AttributeFilter, Operation, TraceOrder, TraceQuery
 use ducktrace_store::Reader;
 use serde::Deserialize;
 
-use super::format::{self, coord, Palette};
-use super::{blocking, render, PageError};
+use super::chart::coord;
+use super::palette::service_class;
+use super::time_range::{self, now_ns, Lookback};
+use super::{blocking, links, render, units, PageError};
 
 /// Traces shown when the form does not say.
 const DEFAULT_LIMIT: usize = 20;
-
-/// The time ranges offered, by their `lookback` value; `custom` uses `start` and `end`.
-const LOOKBACKS: &[Lookback] = &[
-    Lookback::new("15m", "Last 15 minutes", 15 * 60),
-    Lookback::new("1h", "Last hour", 3600),
-    Lookback::new("6h", "Last 6 hours", 6 * 3600),
-    Lookback::new("24h", "Last 24 hours", 24 * 3600),
-    Lookback::new("custom", "Custom range (UTC)", 0),
-];
-const DEFAULT_LOOKBACK: &str = "1h";
-
-struct Lookback {
-    value: &'static str,
-    label: &'static str,
-    seconds: i64,
-}
-
-impl Lookback {
-    const fn new(value: &'static str, label: &'static str, seconds: i64) -> Self {
-        Self {
-            value,
-            label,
-            seconds,
-        }
-    }
-}
 
 /// The query string of `/search`, as submitted by its form (empty fields mean "any").
 #[derive(Deserialize, Default)]
@@ -82,7 +56,7 @@ fn non_empty(value: Option<String>) -> Option<String> {
 
 impl SearchForm {
     fn new(params: SearchParams, now_ns: i64) -> Self {
-        let lookback = non_empty(params.lookback).unwrap_or_else(|| DEFAULT_LOOKBACK.into());
+        let lookback = non_empty(params.lookback).unwrap_or_else(|| Lookback::DEFAULT.param().into());
         let hour_ago = now_ns - 3_600_000_000_000;
         Self {
             service: non_empty(params.service).unwrap_or_default(),
@@ -90,8 +64,8 @@ impl SearchForm {
             attributes: non_empty(params.attributes).unwrap_or_default(),
             min_duration: non_empty(params.min_duration).unwrap_or_default(),
             max_duration: non_empty(params.max_duration).unwrap_or_default(),
-            start: non_empty(params.start).unwrap_or_else(|| format::datetime_local(hour_ago)),
-            end: non_empty(params.end).unwrap_or_else(|| format::datetime_local(now_ns)),
+            start: non_empty(params.start).unwrap_or_else(|| time_range::datetime_local(hour_ago)),
+            end: non_empty(params.end).unwrap_or_else(|| time_range::datetime_local(now_ns)),
             lookback,
             status: non_empty(params.status).unwrap_or_else(|| "any".into()),
             limit: non_empty(params.limit).unwrap_or_else(|| DEFAULT_LIMIT.to_string()),
@@ -112,10 +86,11 @@ impl SearchForm {
             .sort
             .parse()
             .map_err(|e: ducktrace_store::search::InputError| e.to_string())?;
-        let (from_ns, to_ns) = match LOOKBACKS.iter().find(|l| l.value == self.lookback) {
-            Some(Lookback { seconds: 0, .. }) => {
+        let lookback = Lookback::ALL.into_iter().find(|l| l.param() == self.lookback);
+        let (from_ns, to_ns) = match lookback.map(Lookback::length_ns) {
+            Some(None) => {
                 let read = |text: &str, what: &str| {
-                    format::parse_datetime(text).ok_or_else(|| {
+                    time_range::parse_utc(text).ok_or_else(|| {
                         format!("the {what} time {text:?} is not a date and time like 2026-01-31T14:05")
                     })
                 };
@@ -125,7 +100,8 @@ impl SearchForm {
                 }
                 (from, to)
             }
-            Some(lookback) => (now_ns - lookback.seconds * 1_000_000_000, now_ns + 60_000_000_000),
+            // A minute of slack past now, for spans from hosts whose clocks run ahead.
+            Some(Some(length)) => (now_ns - length, now_ns + 60_000_000_000),
             None => {
                 return Err(format!(
                     "unknown time range {:?}; use 15m, 1h, 6h, 24h or custom",
@@ -173,10 +149,10 @@ impl SearchForm {
 
     /// The form's query string with another sort order, for sortable column headings.
     fn with_sort(&self, order: TraceOrder) -> String {
-        let custom = self.lookback == "custom";
+        let custom = self.lookback == Lookback::Custom.param();
         format!(
             "/search{}",
-            format::query_string([
+            links::query([
                 ("service", self.service.as_str()),
                 ("operation", &self.operation),
                 ("attributes", &self.attributes),
@@ -281,43 +257,43 @@ fn scatter(traces: &[TraceSummary]) -> Option<Scatter> {
                     "{}: {} · {} · {}",
                     trace.root_service,
                     trace.root_operation,
-                    format::duration(trace.duration_ns),
-                    format::timestamp(trace.start_ns)
+                    units::duration(trace.duration_ns),
+                    time_range::timestamp(trace.start_ns)
                 ),
             }
         })
         .collect();
     Some(Scatter {
         dots,
-        first: format::timestamp(first),
-        last: format::timestamp(last),
-        longest: format::duration(longest),
+        first: time_range::timestamp(first),
+        last: time_range::timestamp(last),
+        longest: units::duration(longest),
     })
 }
 
-fn result_rows(traces: &[TraceSummary], palette: &Palette) -> Vec<ResultRow> {
+fn result_rows(traces: &[TraceSummary]) -> Vec<ResultRow> {
     let longest = traces.iter().map(|t| t.duration_ns).max().unwrap_or(1).max(1);
     traces
         .iter()
         .map(|trace| ResultRow {
             trace_id: trace.trace_id.to_string(),
             href: format!("/trace/{}", trace.trace_id),
-            root_colour: palette.colour(&trace.root_service),
+            root_colour: service_class(&trace.root_service),
             root_service: trace.root_service.clone(),
             root_operation: trace.root_operation.clone(),
             root_missing: trace.root_missing,
-            start: format::timestamp(trace.start_ns),
-            duration: format::duration(trace.duration_ns),
+            start: time_range::timestamp(trace.start_ns),
+            duration: units::duration(trace.duration_ns),
             duration_bar: coord(trace.duration_ns as f64 * 100.0 / longest as f64),
-            spans: format::count(trace.span_count),
+            spans: units::count(trace.span_count),
             errors: trace.error_count,
             services: trace
                 .services
                 .iter()
                 .map(|s| ServiceChip {
-                    colour: palette.colour(&s.service),
+                    colour: service_class(&s.service),
                     name: s.service.clone(),
-                    spans: format::count(s.spans),
+                    spans: units::count(s.spans),
                 })
                 .collect(),
         })
@@ -339,19 +315,13 @@ enum Outcome {
 struct SearchPage {
     active: &'static str,
     form: SearchForm,
-    lookbacks: &'static [Lookback],
+    lookbacks: [Lookback; 5],
     orders: Vec<(TraceOrder, &'static str, String)>,
     services: Vec<String>,
     operations: Vec<ServiceOperations>,
     outcome: Outcome,
     /// A link to this service's overview page, carrying the time range.
     service_link: Option<String>,
-}
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// `GET /`: the search page is the home page.
@@ -376,14 +346,13 @@ pub async fn page(
         Ok((services, operations, found))
     })
     .await?;
-    let palette = Palette::new(services.clone());
     let (http_status, outcome) = match found {
         Ok((traces, limit)) => (
             StatusCode::OK,
             Outcome::Found {
                 hit_limit: traces.len() >= limit,
                 scatter: scatter(&traces),
-                rows: result_rows(&traces, &palette),
+                rows: result_rows(&traces),
             },
         ),
         Err(message) => (StatusCode::BAD_REQUEST, Outcome::Invalid(message)),
@@ -400,16 +369,16 @@ pub async fn page(
             (order, label, form.with_sort(order))
         })
         .collect();
-    let service_link = (!form.service.is_empty() && form.lookback != "custom").then(|| {
+    let service_link = (!form.service.is_empty() && form.lookback != Lookback::Custom.param()).then(|| {
         format!(
             "/services{}",
-            format::query_string([("service", form.service.as_str()), ("lookback", &form.lookback)])
+            links::query([("service", form.service.as_str()), ("lookback", &form.lookback)])
         )
     });
     let page = SearchPage {
         active: "search",
         form,
-        lookbacks: LOOKBACKS,
+        lookbacks: Lookback::ALL,
         orders,
         services,
         operations: group_operations(operations),

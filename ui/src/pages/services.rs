@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::chart::{Chart, Series, Slots, Style, Unit};
 use super::time_range::{RangeParams, RangePicker, TimeRange};
-use super::{links, palette, render, units, PageError};
+use super::{blocking, links, palette, render, units, PageError};
 
 /// Timelines get at most this many slots, so bars stay wide enough to see and hover.
 const MAX_SLOTS: i64 = 60;
@@ -45,10 +45,10 @@ impl StatsView {
     fn new(stats: &RequestStats, window: TimeWindow) -> Self {
         let seconds = window.duration_ns() as f64 / 1e9;
         let latency = |pick: fn(&ducktrace_store::metrics::Latency) -> f64| {
-            stats
-                .latency
-                .as_ref()
-                .map_or_else(|| "–".to_string(), |latency| units::duration(pick(latency)))
+            stats.latency.as_ref().map_or_else(
+                || "–".to_string(),
+                |latency| units::duration(pick(latency).round() as i64),
+            )
         };
         Self {
             requests: units::count(stats.requests),
@@ -87,7 +87,7 @@ pub async fn list(
 ) -> Result<Response, PageError> {
     let range = TimeRange::from_params(&params)?;
     let window = range.window;
-    let services = tokio::task::spawn_blocking(move || reader.services(window)).await??;
+    let services = blocking(move || Ok(reader.services(window)?)).await?;
     let rows = services
         .iter()
         .map(|service| ServiceRow {
@@ -174,7 +174,7 @@ pub async fn detail(
     let operation = params.operation.filter(|operation| !operation.is_empty());
     let step_ns = slot_step_ns(window);
     let (service, chosen) = (name.clone(), operation.clone());
-    let data = tokio::task::spawn_blocking(move || {
+    let data = blocking(move || {
         if !reader.service_exists(&service)? {
             return Ok(None);
         }
@@ -182,7 +182,7 @@ pub async fn detail(
             service: &service,
             operation: chosen.as_deref(),
         };
-        Ok::<_, ducktrace_store::StoreError>(Some(ServiceData {
+        Ok(Some(ServiceData {
             total: reader
                 .timeline(filter, window, window.duration_ns())?
                 .into_iter()
@@ -192,7 +192,7 @@ pub async fn detail(
             operations: reader.operations(&service, window)?,
         }))
     })
-    .await??
+    .await?
     .ok_or_else(|| PageError::NotFound(format!("no service named {name:?} has sent spans")))?;
 
     let total = data.total.map_or(
@@ -390,7 +390,7 @@ fn duration_histogram(buckets: &[DurationBucket], colour: &str) -> Chart {
     let indexes = (low..=high).filter(|_| !buckets.is_empty());
     let names = indexes
         .clone()
-        .map(|index| units::duration(DurationBucket::lower_ns(index)))
+        .map(|index| units::duration(DurationBucket::lower_ns(index).round() as i64))
         .collect();
     let counts = indexes
         .map(|index| {

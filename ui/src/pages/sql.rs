@@ -9,7 +9,7 @@ use ducktrace_store::Reader;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-use super::{render, PageError};
+use super::{blocking, render, PageError};
 
 /// Rows shown on the page; `/api/sql` serves larger answers.
 const MAX_ROWS_SHOWN: usize = 1000;
@@ -131,12 +131,12 @@ pub async fn page(State(reader): State<Reader>, Query(form): Query<SqlForm>) -> 
         Outcome::Nothing
     } else {
         let query = sql.clone();
-        tokio::task::spawn_blocking(
-            move || match reader.query(&query, reader.limits(MAX_ROWS_SHOWN)) {
+        blocking(move || {
+            Ok(match reader.query(&query, reader.limits(MAX_ROWS_SHOWN)) {
                 Ok(result) => Outcome::Rows(result.into()),
                 Err(error) => Outcome::Failed(error.to_string()),
-            },
-        )
+            })
+        })
         .await?
     };
     let status = match outcome {

@@ -67,7 +67,8 @@ impl Lookback {
         }
     }
 
-    fn length_ns(self) -> Option<i64> {
+    /// How far back a preset reaches; `None` for a custom range.
+    pub fn length_ns(self) -> Option<i64> {
         match self {
             Lookback::Minutes15 => Some(15 * MINUTE_NS),
             Lookback::Hour1 => Some(HOUR_NS),
@@ -246,6 +247,17 @@ impl fmt::Display for DateTimeInput {
     }
 }
 
+/// `2026-11-25 11:08:24.123` (UTC, milliseconds), how span and trace times read.
+pub fn timestamp(unix_ns: i64) -> String {
+    let millis = unix_ns.rem_euclid(SECOND_NS) / 1_000_000;
+    format!("{}.{millis:03}", datetime_local(unix_ns).replace('T', " "))
+}
+
+/// The value of an `<input type="datetime-local">` for this time: `2026-11-25T11:08:24`.
+pub fn datetime_local(unix_ns: i64) -> String {
+    DateTimeInput(unix_ns).to_string()
+}
+
 /// Days since 1970-01-01 and seconds into that day.
 pub fn split_days(unix_ns: i64) -> (i64, i64) {
     let seconds = unix_ns.div_euclid(SECOND_NS);
@@ -258,8 +270,10 @@ pub fn now_ns() -> i64 {
         .map_or(0, |elapsed| elapsed.as_nanos() as i64)
 }
 
-/// `YYYY-MM-DDTHH:MM[:SS][Z]` as Unix nanoseconds (UTC).
-fn parse_utc(text: &str) -> Option<i64> {
+/// `YYYY-MM-DDTHH:MM[:SS[.fff]][Z]` (or a space for the `T`) as Unix nanoseconds (UTC); years
+/// 1970 to 2262, the span of nanoseconds in an `i64`.
+pub fn parse_utc(text: &str) -> Option<i64> {
+    let text = text.trim();
     let text = text.strip_suffix('Z').unwrap_or(text);
     let (date, time) = text.split_once('T').or_else(|| text.split_once(' '))?;
     let mut date_parts = date.splitn(3, '-').map(str::parse::<i64>);
@@ -271,15 +285,16 @@ fn parse_utc(text: &str) -> Option<i64> {
     let mut time_parts = time.splitn(3, ':');
     let hour: i64 = time_parts.next()?.parse().ok()?;
     let minute: i64 = time_parts.next()?.parse().ok()?;
-    let second: i64 = time_parts.next().map_or(Some(0), |s| s.parse().ok())?;
-    let valid = (1970..=9999).contains(&year)
+    let second: f64 = time_parts.next().map_or(Some(0.0), |s| s.parse().ok())?;
+    let valid = (1970..=2262).contains(&year)
         && (1..=12).contains(&month)
         && (1..=days_in_month(year, month)).contains(&day)
         && (0..24).contains(&hour)
         && (0..60).contains(&minute)
-        && (0..60).contains(&second);
+        && (0.0..60.0).contains(&second);
     valid.then(|| {
-        (days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second) * SECOND_NS
+        (days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60) * SECOND_NS
+            + (second * 1e9).round() as i64
     })
 }
 
@@ -356,6 +371,31 @@ mod tests {
         );
         let leap = parse_utc("2024-02-29T23:59:59").unwrap();
         assert_eq!(DateTimeInput(leap).to_string(), "2024-02-29T23:59:59");
+    }
+
+    #[test]
+    fn times_read_and_written() {
+        let ns = 1_700_000_000_123_000_000;
+        assert_eq!(timestamp(ns), "2023-11-14 22:13:20.123");
+        assert_eq!(datetime_local(ns), "2023-11-14T22:13:20");
+        assert_eq!(parse_utc("2023-11-14T22:13:20"), Some(1_700_000_000 * SECOND_NS));
+        assert_eq!(parse_utc("2023-11-14 22:13"), Some(1_699_999_980 * SECOND_NS));
+        assert_eq!(
+            parse_utc("2023-11-14T22:13:20.5Z"),
+            Some(1_700_000_000_500_000_000)
+        );
+        assert_eq!(parse_utc("2024-02-29T00:00"), Some(1_709_164_800 * SECOND_NS));
+        for bad in [
+            "",
+            "2023-13-01T00:00",
+            "2023-02-29T00:00",
+            "yesterday",
+            "2023-11-14",
+            "2023-11-14T25:00",
+            "2263-01-01T00:00",
+        ] {
+            assert_eq!(parse_utc(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -14,8 +14,9 @@ use ducktrace_store::trace_view::{Attribute, SpanView, TraceView};
 use ducktrace_store::{Reader, SpanId, TraceId};
 use serde::Deserialize;
 
-use super::format::{self, coord, Palette};
-use super::{blocking, render, PageError};
+use super::chart::coord;
+use super::palette::service_class;
+use super::{blocking, links, render, time_range, units, PageError};
 
 /// Traces with more spans than this open only their top levels at first.
 const OPEN_ALL_UP_TO: usize = 300;
@@ -49,7 +50,7 @@ struct ViewOptions {
 
 impl ViewOptions {
     fn href(&self, trace_id: TraceId, span: Option<&str>, critical: bool, expand_all: bool) -> String {
-        let query = format::query_string([
+        let query = links::query([
             ("span", span.unwrap_or("")),
             ("critical", if critical { "1" } else { "" }),
             ("expand", if expand_all { "all" } else { "" }),
@@ -227,19 +228,13 @@ pub async fn page(
         critical: params.critical.as_deref().is_some_and(|v| !matches!(v, "" | "0")),
         expand_all: params.expand.as_deref() == Some("all"),
     };
-    let (view, services) =
-        blocking(move || Ok((reader.trace_view(trace_id)?, reader.service_names()?))).await?;
+    let view = blocking(move || Ok(reader.trace_view(trace_id)?)).await?;
     let view = view.ok_or_else(|| PageError::NotFound(format!("trace {trace_id} is not stored")))?;
-    let page = trace_page(&view, selected, &options, &Palette::new(services));
+    let page = trace_page(&view, selected, &options);
     render(StatusCode::OK, &page)
 }
 
-fn trace_page(
-    view: &TraceView,
-    selected: Option<SpanId>,
-    options: &ViewOptions,
-    palette: &Palette,
-) -> TracePage {
+fn trace_page(view: &TraceView, selected: Option<SpanId>, options: &ViewOptions) -> TracePage {
     let trace_id = view.trace_id;
     let total = view.duration_ns().max(1) as f64;
     let x_of = |ns: i64| (ns - view.start_ns) as f64 / total * BAR_UNITS;
@@ -289,9 +284,9 @@ fn trace_page(
             href: options.href(trace_id, id.as_deref(), options.critical, options.expand_all),
             name: span.name.clone(),
             service: span.service.clone(),
-            colour: palette.colour(&span.service),
+            colour: service_class(&span.service),
             kind: span.kind,
-            duration: format::duration(span.duration_ns),
+            duration: units::duration(span.duration_ns),
             indent_px: (span.depth * INDENT_PX).min(MAX_INDENT_PX),
             bar_x: coord(start_x),
             bar_width: coord(width),
@@ -317,7 +312,6 @@ fn trace_page(
                 i,
                 self_times[i],
                 options,
-                palette,
             ))));
         }
     }
@@ -328,7 +322,7 @@ fn trace_page(
         .services()
         .into_iter()
         .map(|(name, spans)| ServiceChip {
-            colour: palette.colour(&name),
+            colour: service_class(&name),
             name,
             spans,
         })
@@ -344,7 +338,7 @@ fn trace_page(
                 y: coord((i * minimap_height) as f64 / view.spans.len() as f64),
                 x: coord(x),
                 width: coord((x_of(span.end_ns()).clamp(0.0, BAR_UNITS) - x).max(1.0)),
-                colour: palette.colour(&span.service),
+                colour: service_class(&span.service),
                 error: span.is_error(),
             }
         })
@@ -362,10 +356,10 @@ fn trace_page(
                     } else {
                         row.service.clone()
                     },
-                    colour: palette.colour(&row.service),
+                    colour: service_class(&row.service),
                     service: row.service,
                     spans: row.spans,
-                    self_time: format::duration(row.self_ns),
+                    self_time: units::duration(row.self_ns),
                     percent: format!("{percent:.1}%"),
                     bar: coord(percent),
                 }
@@ -376,19 +370,19 @@ fn trace_page(
     TracePage {
         active: "search",
         trace_id: trace_id.to_string(),
-        root_colour: palette.colour(&root.service),
+        root_colour: service_class(&root.service),
         root_service: root.service.clone(),
         root_name: root.name.clone(),
-        start: format::timestamp(view.start_ns),
-        duration: format::duration(view.duration_ns()),
+        start: time_range::timestamp(view.start_ns),
+        duration: units::duration(view.duration_ns()),
         depth: view.depth(),
-        span_count: format::count(view.spans.len() as u64),
+        span_count: units::count(view.spans.len() as u64),
         error_count: view.error_count(),
         missing_parents: view.spans.iter().filter(|s| s.missing_parent).count(),
         outside_parents: view.spans.iter().filter(|s| s.outside_parent).count(),
         services,
         ruler: (0..=4)
-            .map(|quarter| format::duration(view.duration_ns() * quarter / 4))
+            .map(|quarter| units::duration(view.duration_ns() * quarter / 4))
             .collect(),
         items,
         minimap,
@@ -416,13 +410,7 @@ fn trace_page(
     }
 }
 
-fn span_detail(
-    view: &TraceView,
-    i: usize,
-    self_ns: i64,
-    options: &ViewOptions,
-    palette: &Palette,
-) -> SpanDetail {
+fn span_detail(view: &TraceView, i: usize, self_ns: i64, options: &ViewOptions) -> SpanDetail {
     let span: &SpanView = &view.spans[i];
     let duration = span.duration_ns.max(1) as f64;
     let parent_in_trace = span.parent_span_id.filter(|id| view.position(*id).is_some());
@@ -439,7 +427,7 @@ fn span_detail(
     SpanDetail {
         name: span.name.clone(),
         service: span.service.clone(),
-        colour: palette.colour(&span.service),
+        colour: service_class(&span.service),
         kind: span.kind,
         status: span.status.as_str(),
         status_message: span.status_message.clone(),
@@ -454,10 +442,10 @@ fn span_detail(
                 options.expand_all,
             )
         }),
-        start: format::timestamp(span.start_ns),
-        offset: format::duration(span.start_ns - view.start_ns),
-        duration: format::duration(span.duration_ns),
-        self_time: format::duration(self_ns),
+        start: time_range::timestamp(span.start_ns),
+        offset: units::duration(span.start_ns - view.start_ns),
+        duration: units::duration(span.duration_ns),
+        self_time: units::duration(self_ns),
         attributes: attribute_rows(&span.attributes),
         resource_attributes: attribute_rows(&span.resource.attributes),
         resource_schema_url: span.resource.schema_url.clone(),
@@ -468,7 +456,7 @@ fn span_detail(
             .events
             .iter()
             .map(|event| EventRow {
-                offset: format::duration(event.time_ns - span.start_ns),
+                offset: units::duration(event.time_ns - span.start_ns),
                 x: coord(
                     ((event.time_ns - span.start_ns) as f64 / duration * BAR_UNITS).clamp(0.0, BAR_UNITS),
                 ),
@@ -483,7 +471,7 @@ fn span_detail(
                 let span_id = link.span_id.map(|id| id.to_string()).unwrap_or_default();
                 LinkRow {
                     href: link.trace_id.map(|trace| {
-                        let query = format::query_string([("span", span_id.as_str())]);
+                        let query = links::query([("span", span_id.as_str())]);
                         let anchor = if span_id.is_empty() {
                             String::new()
                         } else {

@@ -1,17 +1,25 @@
 //! How numbers read on the pages: durations, rates, percentages and counts, short and
 //! with about three significant digits.
 
-/// A duration given in nanoseconds: `850 ns`, `12.3 µs`, `4.56 ms`, `1.23 s`, `2.5 min`.
-pub fn duration(ns: f64) -> String {
-    const UNITS: [(f64, &str); 4] = [(1e9, "s"), (1e6, "ms"), (1e3, "µs"), (1.0, "ns")];
-    if ns >= 60e9 {
-        return format!("{} min", significant(ns / 60e9));
+/// A duration given in nanoseconds: `850 ns`, `12.3 µs`, `4.56 ms`, `2.35 s`, then `3m 12s` and
+/// `1h 05m`; negative for offsets before a reference.
+pub fn duration(ns: i64) -> String {
+    const UNITS: [(f64, &str); 3] = [(1e9, "s"), (1e6, "ms"), (1e3, "µs")];
+    let sign = if ns < 0 { "-" } else { "" };
+    let magnitude = ns.unsigned_abs();
+    let seconds = magnitude / 1_000_000_000;
+    if seconds >= 3600 {
+        return format!("{sign}{}h {:02}m", seconds / 3600, seconds % 3600 / 60);
     }
+    if seconds >= 60 {
+        return format!("{sign}{}m {:02}s", seconds / 60, seconds % 60);
+    }
+    let value = magnitude as f64;
     let (scale, unit) = UNITS
         .into_iter()
-        .find(|(scale, _)| ns >= *scale)
+        .find(|(scale, _)| value >= *scale)
         .unwrap_or((1.0, "ns"));
-    format!("{} {unit}", significant(ns / scale))
+    format!("{sign}{} {unit}", significant(value / scale))
 }
 
 /// Events per second; slow rates read better per minute.
@@ -68,12 +76,18 @@ mod tests {
 
     #[test]
     fn durations_pick_a_unit() {
-        assert_eq!(duration(850.0), "850 ns");
-        assert_eq!(duration(12_345.0), "12.3 µs");
-        assert_eq!(duration(4_560_000.0), "4.56 ms");
-        assert_eq!(duration(1_000_000_000.0), "1 s");
-        assert_eq!(duration(150e9), "2.5 min");
-        assert_eq!(duration(0.0), "0 ns");
+        assert_eq!(duration(0), "0 ns");
+        assert_eq!(duration(850), "850 ns");
+        assert_eq!(duration(12_345), "12.3 µs");
+        assert_eq!(duration(1_500_000), "1.5 ms");
+        assert_eq!(duration(4_560_000), "4.56 ms");
+        assert_eq!(duration(150_000_000), "150 ms");
+        assert_eq!(duration(1_000_000_000), "1 s");
+        assert_eq!(duration(2_350_000_000), "2.35 s");
+        assert_eq!(duration(150_000_000_000), "2m 30s");
+        assert_eq!(duration(192_000_000_000), "3m 12s");
+        assert_eq!(duration(3_900_000_000_000), "1h 05m");
+        assert_eq!(duration(-2_000_000), "-2 ms");
     }
 
     #[test]
