@@ -9,7 +9,7 @@ step() { printf '\n== [%4ds] %s\n' "$((SECONDS - started))" "$*"; }
 
 # Debian packages the tests drive: a program and the package that provides it.
 missing=()
-for need in psql:postgresql-client chromium:chromium; do
+for need in psql:postgresql-client chromium:chromium nats-server:nats-server; do
     command -v "${need%%:*}" >/dev/null || missing+=("${need#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -38,6 +38,10 @@ pub struct DemoArgs {
     /// Requests per second of the load generator; 0 starts none.
     #[arg(long, default_value_t = 5.0)]
     rate: f64,
+    /// Send order events through this NATS JetStream server (`nats://127.0.0.1:4222`, started
+    /// separately with `nats-server -js`) instead of straight to inventory over gRPC.
+    #[arg(long)]
+    nats_url: Option<String>,
 }
 
 /// One supervised process: how to start it and the running child.
@@ -132,16 +136,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             }
         }),
     );
-    for name in ["auth", "user", "order"] {
+    let nats: Vec<String> = match &args.nats_url {
+        Some(url) => vec!["--nats-url".into(), url.clone()],
+        None => Vec::new(),
+    };
+    for name in ["auth", "user"] {
         add(name, true, service(&format!("demo-{name}"), Vec::new()));
     }
+    add("order", true, service("demo-order", nats.clone()));
     for n in 1..=args.inventory_instances {
         let id = format!("inventory-{n}");
-        add(
-            &id,
-            true,
-            service("demo-inventory", vec!["--instance-id".into(), id.clone()]),
-        );
+        let mut extra = vec!["--instance-id".into(), id.clone()];
+        extra.extend(nats.iter().cloned());
+        add(&id, true, service("demo-inventory", extra));
     }
     add(
         "api-gateway",

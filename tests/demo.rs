@@ -49,8 +49,9 @@ impl Drop for Demo {
 
 impl Demo {
     /// Starts registry, auth, user, order, two inventories (the first failing every request,
-    /// by flag) and the gateway (5 requests/s per client, bursts of 20).
-    fn start(ducktrace: &Server) -> Self {
+    /// by flag) and the gateway (5 requests/s per client, bursts of 20); order events go
+    /// through NATS JetStream when `nats_url` is given.
+    fn start(ducktrace: &Server, nats_url: Option<&str>) -> Self {
         let data = tempfile::tempdir().unwrap();
         let registry = free_port();
         let gateway = free_port();
@@ -79,14 +80,22 @@ impl Demo {
             .map(String::from)
             .to_vec()
         };
-        for service in ["demo-auth", "demo-user", "demo-order"] {
+        let nats: Vec<String> = nats_url
+            .map(|url| vec!["--nats-url".to_string(), url.to_string()])
+            .unwrap_or_default();
+        for service in ["demo-auth", "demo-user"] {
             demo.spawn(service, &common(free_port()));
         }
+        let mut order = common(free_port());
+        order.extend(nats.iter().cloned());
+        demo.spawn("demo-order", &order);
         let mut first = common(inventory[0]);
+        first.extend(nats.iter().cloned());
         first.extend(["--instance-id", "inventory-1", "--fault-error-rate", "1.0"].map(String::from));
         demo.spawn("demo-inventory", &first);
         let mut second = common(inventory[1]);
         second.extend(["--instance-id", "inventory-2"].map(String::from));
+        second.extend(nats.iter().cloned());
         demo.spawn("demo-inventory", &second);
         let mut edge = common(gateway);
         edge.extend(["--rate-limit", "5", "--rate-burst", "20"].map(String::from));
@@ -112,6 +121,48 @@ impl Demo {
 
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.gateway)
+    }
+}
+
+/// Debian's `nats-server` with JetStream on a free loopback port; killed when dropped.
+struct Nats {
+    child: Child,
+    url: String,
+    _store: tempfile::TempDir,
+}
+
+impl Nats {
+    fn start() -> Self {
+        let store = tempfile::tempdir().unwrap();
+        let port = free_port().port().to_string();
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port, "-sd"])
+            .arg(store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server does not start (scripts/test.sh installs it)");
+        let address = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server does not listen on {address}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nats {
+            child,
+            url: format!("nats://{address}"),
+            _store: store,
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -236,7 +287,7 @@ fn services_of(ducktrace: &Server, trace_id: &str) -> String {
 #[test]
 fn demo_services_trace_sagas_retries_breakers_and_events() {
     let ducktrace = Server::start();
-    let demo = Demo::start(&ducktrace);
+    let demo = Demo::start(&ducktrace, None);
     let alice = login(&demo, "alice");
 
     // Orders while inventory-1 fails everything: each Reserve that lands there first is
@@ -422,6 +473,66 @@ fn demo_services_trace_sagas_retries_breakers_and_events() {
 /// `ducktrace demo` starts collector, registry, services and load generator, whose traffic
 /// arrives as traces; a service killed through `/admin/kill` is restarted; SIGINT (Ctrl-C)
 /// stops every child and then itself.
+#[test]
+fn demo_events_through_nats_jetstream() {
+    let ducktrace = Server::start();
+    let nats = Nats::start();
+    let demo = Demo::start(&ducktrace, Some(&nats.url));
+    let alice = login(&demo, "alice");
+    let stock = |demo: &Demo| {
+        let answer = call("GET", &demo.url("/api/products/SKU-LAMP"), Some(&alice), None);
+        assert_eq!(answer.status, 200, "stock: {}", answer.body);
+        answer.body["available"].as_i64().unwrap()
+    };
+    let before = stock(&demo);
+    let mut placed = Vec::new();
+    for _ in 0..4 {
+        let answer = order(&demo, &alice, "SKU-LAMP");
+        assert_eq!(answer.status, 201, "order: {}", answer.body);
+        assert_eq!(answer.body["status"], "CONFIRMED");
+        placed.push(answer.trace_id());
+    }
+    assert_eq!(
+        stock(&demo),
+        before - placed.len() as i64,
+        "every order reserved its stock"
+    );
+
+    // Each OrderCreated is published to JetStream by a PRODUCER span and consumed by a NATS
+    // CONSUMER span that links to the `orders create` span in the order's trace.
+    let linked = eventually(
+        &ducktrace,
+        "a NATS consumer span linked to its producer",
+        "SELECT p.trace_id, c.attributes['messaging.consumer.duplicate'].bool FROM span_links l
+         JOIN spans c ON c.trace_id = l.trace_id AND c.span_id = l.span_id
+         JOIN spans p ON p.trace_id = l.linked_trace_id AND p.span_id = l.linked_span_id
+         WHERE l.span_name = 'orders process' AND c.span_kind = 'CONSUMER'
+           AND c.attributes['messaging.system'].str = 'nats'
+           AND p.span_kind = 'PRODUCER' AND p.span_name = 'orders create'",
+        |rows| rows.len() >= placed.len(),
+    );
+    for trace in &placed {
+        assert!(
+            linked.iter().any(|row| row[0] == *trace && row[1] == false),
+            "no NATS consumer applied the event of {trace}: {linked:?}"
+        );
+    }
+    let placed_count = placed.len() as i64;
+    eventually(
+        &ducktrace,
+        "a successful NATS publish span per event",
+        "SELECT count(*) FROM spans WHERE span_name = 'orders send' AND span_kind = 'PRODUCER'
+           AND attributes['messaging.system'].str = 'nats' AND status_code <> 'ERROR'",
+        |rows| rows[0][0].as_i64().unwrap() >= placed_count,
+    );
+    // Nothing went the gRPC way.
+    let direct = rows(
+        &ducktrace,
+        "SELECT count(*) FROM spans WHERE span_name LIKE '%EventSink/Deliver'",
+    );
+    assert_eq!(direct[0][0], 0, "events were delivered over gRPC");
+}
+
 #[test]
 fn ducktrace_demo_runs_everything_and_stops_on_ctrl_c() {
     let data = tempfile::tempdir().unwrap();

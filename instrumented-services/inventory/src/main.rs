@@ -3,7 +3,9 @@
 //!
 //! `Reserve` and `Release` are idempotent per order, so the order service may retry them.
 //! The event consumer is idempotent per event id (the relay delivers at least once) and its
-//! span links to the span that produced the event, in the order's trace.
+//! span links to the span that produced the event, in the order's trace. Events arrive over
+//! gRPC (`EventSink/Deliver`) or, with `--nats-url`, from a durable JetStream pull consumer;
+//! both go through the same [`InventoryService::consume`].
 
 use clap::Parser;
 use demo_contracts::event_sink_server::{EventSink, EventSinkServer};
@@ -15,7 +17,7 @@ use demo_kernel::{seed, ErrorCode};
 use demo_platform::db::Database;
 use demo_platform::grpc::error;
 use demo_platform::process::{CommonArgs, Process};
-use demo_platform::propagation;
+use demo_platform::{broker, propagation};
 use opentelemetry::trace::TraceContextExt as _;
 use prost::Message as _;
 use rusqlite::{OptionalExtension, TransactionBehavior};
@@ -29,6 +31,28 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
+    /// Consume order events from NATS JetStream at this URL (e.g. `nats://127.0.0.1:4222`)
+    /// as well as over gRPC; use it when order publishes there.
+    #[arg(long, env = "DEMO_NATS_URL")]
+    nats_url: Option<String>,
+}
+
+/// How an event reached the consumer (its `messaging.system`).
+#[derive(Clone, Copy)]
+enum Transport {
+    /// `EventSink/Deliver`, straight from the order service's outbox relay.
+    Grpc,
+    /// A JetStream pull consumer.
+    Nats,
+}
+
+impl Transport {
+    fn system(self) -> &'static str {
+        match self {
+            Self::Grpc => "outbox",
+            Self::Nats => "nats",
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -152,19 +176,18 @@ impl Inventory for InventoryService {
     }
 }
 
-#[tonic::async_trait]
-impl EventSink for InventoryService {
+impl InventoryService {
     /// Records demand per SKU from OrderCreated, and on OrderCancelled also releases the
     /// order's reservation — the guaranteed half of the saga's compensation. Each event is
-    /// applied once, in the same transaction that records its id.
-    async fn deliver(&self, request: Request<Envelope>) -> Result<Response<Ack>, Status> {
-        let envelope = request.into_inner();
+    /// applied once, in the same transaction that records its id; answers whether it was a
+    /// duplicate.
+    async fn consume(&self, envelope: Envelope, transport: Transport) -> Result<bool, Status> {
         let producer = propagation::extract_map(&envelope.headers);
         let span = tracing::info_span!(
             "consume",
             otel.name = format!("{} process", envelope.topic),
             otel.kind = "consumer",
-            messaging.system = "outbox",
+            messaging.system = transport.system(),
             messaging.operation.type = "process",
             messaging.destination.name = %envelope.topic,
             messaging.message.id = %envelope.event_id,
@@ -172,8 +195,8 @@ impl EventSink for InventoryService {
             messaging.consumer.duplicate = tracing::field::Empty,
             order.id = tracing::field::Empty,
         );
-        // A link, not a parent: the event is processed in its own trace (the relay's), and
-        // the link leads back to the order request that produced it.
+        // A link, not a parent: the event is processed in its own trace (the relay's, or a new
+        // one from JetStream), and the link leads back to the order request that produced it.
         let producer_span = producer.span().span_context().clone();
         if producer_span.is_valid() {
             span.add_link(producer_span);
@@ -214,7 +237,60 @@ impl EventSink for InventoryService {
             .instrument(span.clone())
             .await?;
         span.record("messaging.consumer.duplicate", !applied);
-        Ok(Response::new(Ack { duplicate: !applied }))
+        Ok(!applied)
+    }
+
+    /// Consumes events from the durable JetStream pull consumer, forever: each message is
+    /// acknowledged after its transaction commits; one that fails is left unacknowledged and
+    /// redelivered by JetStream, one that can never be applied is terminated.
+    async fn consume_nats(self, stream: async_nats::jetstream::stream::Stream) -> anyhow::Result<()> {
+        use async_nats::jetstream::{consumer::pull, AckKind};
+        use futures_util::StreamExt as _;
+        let consumer = stream
+            .get_or_create_consumer(
+                broker::CONSUMER,
+                pull::Config {
+                    durable_name: Some(broker::CONSUMER.to_string()),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let mut messages = consumer.messages().await?;
+        while let Some(message) = messages.next().await {
+            let message = match message {
+                Ok(message) => message,
+                Err(e) => {
+                    tracing::warn!("nats: cannot receive: {e}");
+                    continue;
+                }
+            };
+            let ack = match broker::envelope(&message) {
+                None => {
+                    tracing::error!("nats: message on {} without event headers", message.subject);
+                    AckKind::Term
+                }
+                Some(envelope) => match self.consume(envelope, Transport::Nats).await {
+                    Ok(_) => AckKind::Ack,
+                    Err(status) if status.code() == tonic::Code::InvalidArgument => AckKind::Term,
+                    Err(status) => {
+                        tracing::warn!("nats: event not applied, will be redelivered: {status}");
+                        AckKind::Nak(None)
+                    }
+                },
+            };
+            if let Err(e) = message.ack_with(ack).await {
+                tracing::warn!("nats: cannot acknowledge: {e}");
+            }
+        }
+        anyhow::bail!("the JetStream consumer ended")
+    }
+}
+
+#[tonic::async_trait]
+impl EventSink for InventoryService {
+    async fn deliver(&self, request: Request<Envelope>) -> Result<Response<Ack>, Status> {
+        let duplicate = self.consume(request.into_inner(), Transport::Grpc).await?;
+        Ok(Response::new(Ack { duplicate }))
     }
 }
 
@@ -241,6 +317,15 @@ async fn main() -> anyhow::Result<()> {
     let process = Process::start("inventory", args.common).await?;
     let db = Database::open(&process.args.data_dir, "inventory.sqlite", &schema())?;
     let service = InventoryService { db };
+    if let Some(url) = &args.nats_url {
+        let (_, stream) = broker::connect(url, "orders").await?;
+        let consumer = service.clone();
+        tokio::spawn(async move {
+            if let Err(e) = consumer.consume_nats(stream).await {
+                tracing::error!("nats: {e:#}");
+            }
+        });
+    }
     let routes = tonic::service::Routes::new(InventoryServer::new(service.clone()))
         .add_service(EventSinkServer::new(service));
     process.serve_grpc(routes).await

@@ -31,6 +31,10 @@ struct Args {
     /// How often the outbox relay looks for undelivered events, in milliseconds.
     #[arg(long, env = "DEMO_OUTBOX_INTERVAL_MS", default_value_t = 250)]
     outbox_interval_ms: u64,
+    /// Publish order events to NATS JetStream at this URL (e.g. `nats://127.0.0.1:4222`)
+    /// instead of delivering them to inventory over gRPC.
+    #[arg(long, env = "DEMO_NATS_URL")]
+    nats_url: Option<String>,
 }
 
 /// The most units one order may ask for.
@@ -136,9 +140,13 @@ async fn main() -> anyhow::Result<()> {
     let db = Database::open(&process.args.data_dir, "order.sqlite", SCHEMA)?;
     let inventory = Downstream::new("inventory", process.resolver.clone(), CallPolicy::default());
     let users = Downstream::new("user", process.resolver.clone(), CallPolicy::default());
+    let transport = match &args.nats_url {
+        Some(url) => outbox::Transport::nats(url).await?,
+        None => outbox::Transport::Grpc(inventory.clone()),
+    };
     tokio::spawn(outbox::relay(
         db.clone(),
-        inventory.clone(),
+        transport,
         std::time::Duration::from_millis(args.outbox_interval_ms),
     ));
     let service = OrderService { db, users, inventory };

@@ -1,7 +1,8 @@
 //! The transactional outbox: events are written in the same SQLite transaction as the state
-//! change they announce, then a relay delivers them to inventory's event sink, oldest first,
-//! at least once (a delivery whose acknowledgement is lost is sent again; the consumer
-//! deduplicates by event id).
+//! change they announce, then a relay delivers them — to inventory's event sink over gRPC, or
+//! to a NATS JetStream stream with `--nats-url` — oldest first, at least once (an event is
+//! marked delivered only after the sink's answer or JetStream's publish ack, so one whose
+//! acknowledgement is lost is sent again; the consumer deduplicates by event id).
 //!
 //! Tracing: creating an event is a PRODUCER span in the request's trace; its context travels in
 //! the event's headers, and the consumer's span links to it. Each relay round that has work is
@@ -14,8 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use demo_contracts::event_sink_client::EventSinkClient;
 use demo_contracts::{Envelope, OrderEvent};
 use demo_platform::db::Database;
-use demo_platform::propagation;
 use demo_platform::resilience::Downstream;
+use demo_platform::{broker, propagation};
 use prost::Message as _;
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -95,8 +96,57 @@ fn pending(c: &mut rusqlite::Connection) -> rusqlite::Result<Vec<(i64, Envelope)
     rows.collect()
 }
 
+/// Where the relay hands events over.
+pub enum Transport {
+    /// Inventory's `EventSink/Deliver`, through discovery with retries.
+    Grpc(Arc<Downstream>),
+    /// A JetStream stream that inventory consumes.
+    Nats(Box<async_nats::jetstream::Context>),
+}
+
+impl Transport {
+    /// Connects to NATS and creates the stream if it is missing.
+    pub async fn nats(url: &str) -> Result<Self, broker::BrokerError> {
+        let (context, _) = broker::connect(url, TOPIC).await?;
+        Ok(Self::Nats(Box::new(context)))
+    }
+
+    /// `messaging.system` of the spans around a delivery.
+    fn system(&self) -> &'static str {
+        match self {
+            Self::Grpc(_) => "outbox",
+            Self::Nats(_) => "nats",
+        }
+    }
+
+    /// Hands one event over; `Ok` only once the receiver has acknowledged it.
+    async fn send(&self, envelope: &Envelope) -> Result<(), String> {
+        match self {
+            Self::Grpc(inventory) => inventory
+                .call("EventSink/Deliver", |channel| {
+                    let request = envelope.clone();
+                    async move { EventSinkClient::new(channel).deliver(request).await }
+                })
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Self::Nats(jetstream) => {
+                let ack = jetstream
+                    .publish_with_headers(
+                        broker::subject(envelope),
+                        broker::headers(envelope),
+                        envelope.payload.clone().into(),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                ack.await.map(drop).map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
 /// Delivers pending events every `interval`, forever.
-pub async fn relay(db: Database, inventory: Arc<Downstream>, interval: Duration) {
+pub async fn relay(db: Database, transport: Transport, interval: Duration) {
     loop {
         tokio::time::sleep(interval).await;
         // Polled without a span: an idle relay would otherwise fill the span store.
@@ -112,32 +162,31 @@ pub async fn relay(db: Database, inventory: Arc<Downstream>, interval: Duration)
             parent: None,
             "outbox.relay",
             otel.name = "outbox relay",
-            messaging.system = "outbox",
+            messaging.system = transport.system(),
             messaging.operation.type = "send",
             messaging.batch.message_count = events.len() as i64,
         );
-        deliver(&db, &inventory, events).instrument(span).await;
+        deliver(&db, &transport, events).instrument(span).await;
     }
 }
 
-async fn deliver(db: &Database, inventory: &Downstream, events: Vec<(i64, Envelope)>) {
+async fn deliver(db: &Database, transport: &Transport, events: Vec<(i64, Envelope)>) {
     for (seq, envelope) in events {
         let send = tracing::info_span!(
             "send",
             otel.name = format!("{} send", envelope.topic),
             otel.kind = "producer",
-            messaging.system = "outbox",
+            messaging.system = transport.system(),
             messaging.operation.type = "send",
             messaging.destination.name = %envelope.topic,
             messaging.message.id = %envelope.event_id,
+            messaging.message.type = %envelope.event_type,
+            otel.status_code = tracing::field::Empty,
         );
-        let delivered = inventory
-            .call("EventSink/Deliver", |channel| {
-                let request = envelope.clone();
-                async move { EventSinkClient::new(channel).deliver(request).await }
-            })
-            .instrument(send)
-            .await;
+        let delivered = transport.send(&envelope).instrument(send.clone()).await;
+        if delivered.is_err() {
+            send.record("otel.status_code", "error");
+        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);

@@ -7,9 +7,11 @@
 //! - [`resilience`]: timeouts, retries with backoff and jitter, circuit breakers — as
 //!   [`resilience::Downstream`], the one way services call each other.
 //! - [`faults`]: latency and error injection, set by flags or at run time over HTTP.
+//! - [`broker`]: NATS JetStream as the optional event transport (`--nats-url`).
 //! - [`db`]: a SQLite database per service with a span per statement.
 //! - [`process`]: the common flags and the start/serve/stop sequence of a gRPC service.
 
+pub mod broker;
 pub mod db;
 pub mod discovery;
 pub mod faults;
