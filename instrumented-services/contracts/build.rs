@@ -13,7 +13,10 @@ use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorProto, So
 const PACKAGE: &str = "ducktrace.demo.v1";
 
 fn main() {
-    let proto_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not with env!: a build script binary can be reused by a checkout in
+    // another folder (a shared CARGO_TARGET_DIR), and must look at that checkout's protos.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let proto_root = Path::new(&manifest_dir).join("../../proto");
     let package_dir = proto_root.join(PACKAGE.replace('.', "/"));
     println!("cargo:rerun-if-changed={}", package_dir.display());
     let mut files: Vec<PathBuf> = std::fs::read_dir(&package_dir)
