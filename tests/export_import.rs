@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{http_get, post_protobuf, repo_path, Server};
+use common::{http_get, post_protobuf, python_client_json, Server};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
     any_value::Value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
@@ -268,20 +268,10 @@ fn spans_export_per_day_and_import_into_a_new_store_exactly() {
     assert_eq!(imported.sql(every_row), original.sql(every_row));
 
     // pyarrow, a reader that shares no code with DuckDB, reads the files and the footer.
-    let python = std::env::var("DUCKTRACE_TEST_PYTHON")
-        .unwrap_or_else(|_| repo_path("tests/.venv/bin/python").display().to_string());
-    let output = Command::new(python)
-        .arg(repo_path("tests/clients/arrow_client.py"))
-        .arg(&online)
-        .arg(imported.ui_url(""))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let answer = python_client_json(
+        "arrow_client.py",
+        &[online.to_str().unwrap(), &imported.ui_url("")],
     );
-    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(
         answer,
         serde_json::json!({

@@ -5,7 +5,7 @@ mod common;
 use std::net::TcpListener;
 use std::process::Command;
 
-use common::{post_protobuf, repo_path, synthetic_request, Server};
+use common::{post_protobuf, python_client_json, synthetic_request, Server};
 
 fn start_with_postgres() -> (Server, u16) {
     let port = TcpListener::bind("127.0.0.1:0")
@@ -69,19 +69,7 @@ fn psql_runs_read_only_queries() {
 #[test]
 fn psycopg_binds_parameters_and_gets_typed_values() {
     let (_server, port) = start_with_postgres();
-    let python = std::env::var("DUCKTRACE_TEST_PYTHON")
-        .unwrap_or_else(|_| repo_path("tests/.venv/bin/python").display().to_string());
-    let output = Command::new(python)
-        .arg(repo_path("tests/clients/pg_client.py"))
-        .arg(port.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let answer = python_client_json("pg_client.py", &[&port.to_string()]);
     assert_eq!(
         answer,
         serde_json::json!({

@@ -40,8 +40,7 @@ fn run_client(program: PathBuf, script: &str, server: &Server) -> ExportTraceSer
 #[test]
 fn python_sdk_spans_round_trip_over_grpc_and_http() {
     let server = Server::start();
-    let python = std::env::var_os("DUCKTRACE_TEST_PYTHON")
-        .map_or_else(|| repo_path("tests/.venv/bin/python"), PathBuf::from);
+    let python = common::test_python();
     let exported = run_client(installed(python), "python_client.py", &server);
     let names: Vec<_> = common::flatten(&exported.resource_spans)
         .iter()

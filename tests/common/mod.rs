@@ -349,3 +349,24 @@ pub fn span_count(server: &Server) -> i64 {
         .as_i64()
         .unwrap()
 }
+
+/// The Python of the venv the test command makes (or `DUCKTRACE_TEST_PYTHON`).
+pub fn test_python() -> PathBuf {
+    std::env::var_os("DUCKTRACE_TEST_PYTHON")
+        .map_or_else(|| repo_path("tests/.venv/bin/python"), PathBuf::from)
+}
+
+/// Runs `tests/clients/<script>` with the test Python and decodes the JSON it prints.
+pub fn python_client_json(script: &str, args: &[&str]) -> Json {
+    let output = Command::new(test_python())
+        .arg(repo_path(&format!("tests/clients/{script}")))
+        .args(args)
+        .output()
+        .expect("the test Python runs");
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("the client prints JSON")
+}
