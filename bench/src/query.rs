@@ -379,18 +379,7 @@ pub async fn run(args: QueryArgs) -> Result<()> {
             100.0 * m.with_searches / m.alone
         );
     }
-    let bytes_per_span = disk.as_ref().map(|d| d.total() as f64 / stored as f64);
-    if let (Some(disk), Some(per_span)) = (&disk, bytes_per_span) {
-        let when = if started_here {
-            "after the shutdown checkpoint"
-        } else {
-            "while running"
-        };
-        println!(
-            "bytes on disk per span {when}: {per_span:.1} ({} B database + {} B WAL, {stored} spans)",
-            disk.database_bytes, disk.wal_bytes
-        );
-    }
+    let bytes_per_span = disk.map(|disk| disk.report_per_span(stored, started_here));
     if args.json {
         let summary = json!({
             "spans_queried": spans,

@@ -154,6 +154,22 @@ impl DiskUsage {
     pub fn total(&self) -> u64 {
         self.database_bytes + self.wal_bytes
     }
+
+    /// Bytes on disk per stored span, printed with what they are made of; `checkpointed` says
+    /// whether the server was stopped (and so checkpointed) before measuring.
+    pub fn report_per_span(&self, stored: u64, checkpointed: bool) -> f64 {
+        let per_span = self.total() as f64 / stored as f64;
+        let when = if checkpointed {
+            "after the shutdown checkpoint"
+        } else {
+            "while running"
+        };
+        println!(
+            "bytes on disk per span {when}: {per_span:.1} ({} B database + {} B WAL, {stored} spans)",
+            self.database_bytes, self.wal_bytes
+        );
+        per_span
+    }
 }
 
 fn free_port() -> Result<String> {
