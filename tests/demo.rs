@@ -318,10 +318,10 @@ fn demo_services_trace_sagas_retries_breakers_and_events() {
     let retried = eventually(
         &ducktrace,
         "a retried call to inventory",
-        "SELECT span_name, list(attributes['retry.attempt'].int ORDER BY start_time) AS attempts,
-                list(attributes['peer.instance.id'].str ORDER BY start_time) AS instances
-         FROM spans WHERE span_kind = 'CLIENT' AND attributes['peer.service'].str = 'inventory'
-         GROUP BY trace_id, parent_span_id, span_name HAVING max(attributes['retry.attempt'].int) >= 2",
+        "SELECT span_name, list(CAST(attributes['retry.attempt'] AS BIGINT) ORDER BY start_time) AS attempts,
+                list(attributes['peer.instance.id'] ORDER BY start_time) AS instances
+         FROM spans WHERE span_kind = 'CLIENT' AND attributes['peer.service'] = 'inventory'
+         GROUP BY trace_id, parent_span_id, span_name HAVING max(CAST(attributes['retry.attempt'] AS BIGINT)) >= 2",
         |rows| !rows.is_empty(),
     );
     for row in &retried {
@@ -343,8 +343,8 @@ fn demo_services_trace_sagas_retries_breakers_and_events() {
     eventually(
         &ducktrace,
         "both inventory instances served calls",
-        "SELECT DISTINCT attributes['peer.instance.id'].str FROM spans
-         WHERE span_kind = 'CLIENT' AND attributes['peer.service'].str = 'inventory'",
+        "SELECT DISTINCT attributes['peer.instance.id'] FROM spans
+         WHERE span_kind = 'CLIENT' AND attributes['peer.service'] = 'inventory'",
         |rows| rows.len() == 2,
     );
 
@@ -402,7 +402,7 @@ fn demo_services_trace_sagas_retries_breakers_and_events() {
         "the compensation of the failed order",
         &format!(
             "SELECT span_name FROM spans WHERE trace_id = '{compensated}'
-             AND span_name = 'saga compensate PlaceOrder' AND attributes['saga.compensation'].bool"
+             AND span_name = 'saga compensate PlaceOrder' AND attributes['saga.compensation'] = 'true'"
         ),
         |rows| rows.len() == 1,
     );
@@ -426,7 +426,7 @@ fn demo_services_trace_sagas_retries_breakers_and_events() {
         &ducktrace,
         "a fast-failed call",
         &format!(
-            "SELECT span_name FROM spans WHERE trace_id = '{}' AND attributes['breaker.fast_fail'].bool
+            "SELECT span_name FROM spans WHERE trace_id = '{}' AND attributes['breaker.fast_fail'] = 'true'
              AND status_code = 'ERROR'",
             fast.trace_id()
         ),
@@ -463,7 +463,7 @@ fn demo_services_trace_sagas_retries_breakers_and_events() {
         "the 429's span",
         &format!(
             "SELECT span_name FROM spans WHERE trace_id = '{}' AND span_kind = 'SERVER'
-             AND attributes['http.response.status_code'].int = 429 AND attributes['rate_limit.exceeded'].bool",
+             AND attributes['http.response.status_code'] = '429' AND attributes['rate_limit.exceeded'] = 'true'",
             limited.trace_id()
         ),
         |rows| rows.len() == 1,
@@ -503,11 +503,11 @@ fn demo_events_through_nats_jetstream() {
     let linked = eventually(
         &ducktrace,
         "a NATS consumer span linked to its producer",
-        "SELECT p.trace_id, c.attributes['messaging.consumer.duplicate'].bool FROM span_links l
+        "SELECT p.trace_id, c.attributes['messaging.consumer.duplicate'] = 'true' FROM span_links l
          JOIN spans c ON c.trace_id = l.trace_id AND c.span_id = l.span_id
          JOIN spans p ON p.trace_id = l.linked_trace_id AND p.span_id = l.linked_span_id
          WHERE l.span_name = 'orders process' AND c.span_kind = 'CONSUMER'
-           AND c.attributes['messaging.system'].str = 'nats'
+           AND c.attributes['messaging.system'] = 'nats'
            AND p.span_kind = 'PRODUCER' AND p.span_name = 'orders create'",
         |rows| rows.len() >= placed.len(),
     );
@@ -522,7 +522,7 @@ fn demo_events_through_nats_jetstream() {
         &ducktrace,
         "a successful NATS publish span per event",
         "SELECT count(*) FROM spans WHERE span_name = 'orders send' AND span_kind = 'PRODUCER'
-           AND attributes['messaging.system'].str = 'nats' AND status_code <> 'ERROR'",
+           AND attributes['messaging.system'] = 'nats' AND status_code <> 'ERROR'",
         |rows| rows[0][0].as_i64().unwrap() >= placed_count,
     );
     // Nothing went the gRPC way.

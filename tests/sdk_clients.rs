@@ -56,12 +56,13 @@ fn python_sdk_spans_round_trip_over_grpc_and_http() {
          WHERE trace_id = (SELECT trace_id FROM spans WHERE span_name = 'GET /checkout')",
     );
     assert_eq!(answer["rows"][0], serde_json::json!([2, 4]));
-    // Typed attributes are queryable as such.
+    // Attribute values are queryable as text, and their types are kept beside them.
     let answer = server.sql(
-        "SELECT attributes['http.status_code'].int, attr(attributes, 'retry'), attributes['load'].dbl
+        "SELECT attributes['http.status_code'], attr(attributes, 'retry'), CAST(attributes['load'] AS DOUBLE),
+                attribute_types[list_position(map_keys(attributes), 'http.status_code')]
          FROM spans WHERE span_name = 'GET /checkout'",
     );
-    assert_eq!(answer["rows"][0], serde_json::json!([500, "true", 0.75]));
+    assert_eq!(answer["rows"][0], serde_json::json!(["500", "true", 0.75, "i"]));
 }
 
 #[test]

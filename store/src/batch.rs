@@ -35,7 +35,7 @@ pub(crate) fn span_schema() -> SchemaRef {
         .get_or_init(|| {
             let trace_id = Field::new("trace_id", DataType::FixedSizeBinary(16), false)
                 .with_metadata([("ARROW:extension:name".to_string(), "arrow.uuid".to_string())].into());
-            Arc::new(Schema::new(vec![
+            let mut fields = vec![
                 trace_id,
                 Field::new("span_id", DataType::UInt64, false),
                 Field::new("parent_span_id", DataType::UInt64, true),
@@ -54,13 +54,16 @@ pub(crate) fn span_schema() -> SchemaRef {
                 Field::new("scope_id", DataType::UInt32, false),
                 Field::new("trace_state", DataType::Utf8, false),
                 Field::new("flags", DataType::UInt32, false),
-                Field::new("attributes", columns::attributes_type(), false),
+            ];
+            fields.extend(columns::attribute_fields(false));
+            fields.extend([
                 Field::new("dropped_attributes_count", DataType::UInt32, false),
                 Field::new("events", columns::events_type(), false),
                 Field::new("dropped_events_count", DataType::UInt32, false),
                 Field::new("links", columns::links_type(), false),
                 Field::new("dropped_links_count", DataType::UInt32, false),
-            ]))
+            ]);
+            Arc::new(Schema::new(fields))
         })
         .clone()
 }
@@ -367,7 +370,7 @@ impl BatchBuilder {
 
     fn finish(mut self) -> SpanBatch {
         let len = self.span_id.len();
-        let columns: Vec<ArrayRef> = vec![
+        let mut columns: Vec<ArrayRef> = vec![
             Arc::new(FixedSizeBinaryArray::new(
                 16,
                 Buffer::from_vec(self.trace_id),
@@ -386,13 +389,15 @@ impl BatchBuilder {
             Arc::new(UInt32Array::from(self.scope_ref)),
             Arc::new(self.trace_state.finish()),
             Arc::new(UInt32Array::from(self.flags)),
-            Arc::new(self.attributes.finish()),
-            Arc::new(UInt32Array::from(self.dropped_attributes_count)),
+        ];
+        columns.extend(self.attributes.finish());
+        columns.extend([
+            Arc::new(UInt32Array::from(self.dropped_attributes_count)) as ArrayRef,
             Arc::new(self.events.finish()),
             Arc::new(UInt32Array::from(self.dropped_events_count)),
             Arc::new(self.links.finish()),
             Arc::new(UInt32Array::from(self.dropped_links_count)),
-        ];
+        ]);
         SpanBatch {
             schema: span_schema(),
             columns,

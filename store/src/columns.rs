@@ -1,37 +1,27 @@
 //! Arrow column builders shared by every table that stores OTLP attributes, events and links.
 //!
-//! Attributes become `MAP(VARCHAR, attribute_value)` (see `schema::ATTRIBUTE_VALUE`): one typed
-//! field per OTLP scalar kind, and arrays / key-value lists as their OTLP/JSON text.
+//! Attributes become a `MAP(VARCHAR, VARCHAR)` of value texts plus an `attribute_types` text of
+//! one type letter per entry (see attribute_text.rs).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use duckdb::arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, ListArray, MapArray,
-    StringBuilder, StructArray, TimestampNanosecondArray, UInt32Array, UInt64Array,
+    ArrayRef, BinaryBuilder, ListArray, MapArray, StringArray, StringBuilder, StructArray,
+    TimestampNanosecondArray, UInt32Array, UInt64Array,
 };
 use duckdb::arrow::buffer::OffsetBuffer;
 use duckdb::arrow::datatypes::{DataType, Field, Fields, TimeUnit};
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 
-/// The fields of one attribute value, in `schema::ATTRIBUTE_VALUE` order.
-fn attribute_value_fields() -> Fields {
-    Fields::from(vec![
-        Field::new("str", DataType::Utf8, true),
-        Field::new("int", DataType::Int64, true),
-        Field::new("dbl", DataType::Float64, true),
-        Field::new("bool", DataType::Boolean, true),
-        Field::new("bytes", DataType::Binary, true),
-        Field::new("json", DataType::Utf8, true),
-    ])
-}
+use crate::attribute_text;
 
 fn attribute_entries_field() -> Arc<Field> {
     Arc::new(Field::new(
         "entries",
         DataType::Struct(Fields::from(vec![
             Field::new("key", DataType::Utf8, false),
-            Field::new("value", DataType::Struct(attribute_value_fields()), true),
+            Field::new("value", DataType::Utf8, true),
         ])),
         false,
     ))
@@ -42,24 +32,38 @@ pub fn attributes_type() -> DataType {
     DataType::Map(attribute_entries_field(), false)
 }
 
+/// The two fields every attribute map is stored as: the map and its type letters.
+pub fn attribute_fields(nullable: bool) -> [Field; 2] {
+    [
+        Field::new("attributes", attributes_type(), nullable),
+        Field::new("attribute_types", DataType::Utf8, nullable),
+    ]
+}
+
 fn event_fields() -> Fields {
-    Fields::from(vec![
+    [
         Field::new("time", DataType::Timestamp(TimeUnit::Nanosecond, None), true),
         Field::new("name", DataType::Utf8, true),
-        Field::new("attributes", attributes_type(), true),
-        Field::new("dropped_attributes_count", DataType::UInt32, true),
-    ])
+    ]
+    .into_iter()
+    .chain(attribute_fields(true))
+    .chain([Field::new("dropped_attributes_count", DataType::UInt32, true)])
+    .collect()
 }
 
 fn link_fields() -> Fields {
-    Fields::from(vec![
+    [
         Field::new("trace_id", DataType::Binary, true),
         Field::new("span_id", DataType::UInt64, true),
         Field::new("trace_state", DataType::Utf8, true),
-        Field::new("attributes", attributes_type(), true),
+    ]
+    .into_iter()
+    .chain(attribute_fields(true))
+    .chain([
         Field::new("dropped_attributes_count", DataType::UInt32, true),
         Field::new("flags", DataType::UInt32, true),
     ])
+    .collect()
 }
 
 pub fn events_type() -> DataType {
@@ -78,17 +82,15 @@ pub fn links_type() -> DataType {
     )))
 }
 
-/// Accumulates one attribute map per row.
+/// Accumulates one attribute map, and its type letters, per row.
 #[derive(Default)]
 pub struct AttributeColumn {
     offsets: Vec<i32>,
     keys: StringBuilder,
-    str: StringBuilder,
-    int: Int64Builder,
-    dbl: Float64Builder,
-    bool: BooleanBuilder,
-    bytes: BinaryBuilder,
-    json: StringBuilder,
+    values: StringBuilder,
+    types: StringBuilder,
+    /// The current row's type letters.
+    letters: Vec<u8>,
 }
 
 impl AttributeColumn {
@@ -107,79 +109,46 @@ impl AttributeColumn {
             .into_iter()
             .rev()
             .collect();
-        let mut written = 0;
+        self.letters.clear();
         for (kv, keep) in attributes.iter().zip(keep) {
             if keep {
+                let (letter, text) = attribute_text::encode(kv.value.as_ref().and_then(|v| v.value.as_ref()));
                 self.keys.append_value(&kv.key);
-                self.push_value(kv.value.as_ref());
-                written += 1;
+                self.values.append_option(text);
+                self.letters.push(letter);
             }
         }
+        let letters = std::str::from_utf8(&self.letters).expect("type letters are ASCII");
+        self.types.append_value(letters);
         let last = *self.offsets.last().unwrap_or(&0);
-        self.offsets.push(last + written);
+        self.offsets.push(last + self.letters.len() as i32);
     }
 
-    fn push_value(&mut self, value: Option<&AnyValue>) {
-        let value = value.and_then(|v| v.value.as_ref());
-        self.str.append_option(match value {
-            Some(Value::StringValue(s)) => Some(s.as_str()),
-            _ => None,
-        });
-        self.int.append_option(match value {
-            Some(Value::IntValue(i)) => Some(*i),
-            _ => None,
-        });
-        self.dbl.append_option(match value {
-            Some(Value::DoubleValue(d)) => Some(*d),
-            _ => None,
-        });
-        self.bool.append_option(match value {
-            Some(Value::BoolValue(b)) => Some(*b),
-            _ => None,
-        });
-        self.bytes.append_option(match value {
-            Some(Value::BytesValue(b)) => Some(b.as_slice()),
-            _ => None,
-        });
-        self.json.append_option(match value {
-            Some(nested @ (Value::ArrayValue(_) | Value::KvlistValue(_))) => {
-                Some(crate::otlp_json::any_value_to_json(nested))
-            }
-            _ => None,
-        });
-    }
-
-    pub fn finish(mut self) -> MapArray {
+    /// The map column and the type-letter column, in the order of [`attribute_fields`].
+    pub fn finish(mut self) -> [ArrayRef; 2] {
         if self.offsets.is_empty() {
             self.offsets.push(0);
         }
-        let values = StructArray::new(
-            attribute_value_fields(),
-            vec![
-                Arc::new(self.str.finish()) as ArrayRef,
-                Arc::new(self.int.finish()),
-                Arc::new(self.dbl.finish()),
-                Arc::new(self.bool.finish()),
-                Arc::new(self.bytes.finish()),
-                Arc::new(self.json.finish()),
-            ],
-            None,
-        );
         let DataType::Struct(entry_fields) = attribute_entries_field().data_type().clone() else {
             unreachable!("attribute entries are a struct")
         };
         let entries = StructArray::new(
             entry_fields,
-            vec![Arc::new(self.keys.finish()) as ArrayRef, Arc::new(values)],
+            vec![
+                Arc::new(self.keys.finish()) as ArrayRef,
+                Arc::new(self.values.finish()),
+            ],
             None,
         );
-        MapArray::new(
+        let map = MapArray::new(
             attribute_entries_field(),
             OffsetBuffer::new(self.offsets.into()),
             entries,
             None,
             false,
-        )
+        );
+        let types: StringArray = self.types.finish();
+        [Arc::new(map), Arc::new(types)]
     }
 }
 
@@ -224,9 +193,11 @@ impl EventColumn {
             vec![
                 Arc::new(TimestampNanosecondArray::from(self.time)) as ArrayRef,
                 Arc::new(self.name.finish()),
-                Arc::new(self.attributes.finish()),
-                Arc::new(UInt32Array::from(self.dropped)),
-            ],
+            ]
+            .into_iter()
+            .chain(self.attributes.finish())
+            .chain([Arc::new(UInt32Array::from(self.dropped)) as ArrayRef])
+            .collect(),
             None,
         );
         list_array(events_type(), self.offsets, items)
@@ -281,10 +252,14 @@ impl LinkColumn {
                 Arc::new(self.trace_id.finish()) as ArrayRef,
                 Arc::new(UInt64Array::from(self.span_id)),
                 Arc::new(self.trace_state.finish()),
-                Arc::new(self.attributes.finish()),
-                Arc::new(UInt32Array::from(self.dropped)),
+            ]
+            .into_iter()
+            .chain(self.attributes.finish())
+            .chain([
+                Arc::new(UInt32Array::from(self.dropped)) as ArrayRef,
                 Arc::new(UInt32Array::from(self.flags)),
-            ],
+            ])
+            .collect(),
             None,
         );
         list_array(links_type(), self.offsets, items)

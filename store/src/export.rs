@@ -28,7 +28,7 @@ const NANOS_PER_DAY: i64 = 24 * NANOS_PER_HOUR;
 const EXPORT_COLUMNS: &str = "
     replace(CAST(s.trace_id AS VARCHAR), '-', '') AS trace_id, s.span_id, s.parent_span_id,
     s.start_time, s.duration_ns, s.service_name, s.span_name, s.span_kind, s.status_code,
-    s.status_message, s.trace_state, s.flags, s.attributes, s.dropped_attributes_count,
+    s.status_message, s.trace_state, s.flags, s.attributes, s.attribute_types, s.dropped_attributes_count,
     s.events, s.dropped_events_count, s.links, s.dropped_links_count,
     r.attributes AS resource_attributes, sc.name AS scope_name, sc.version AS scope_version,
     r.fingerprint AS resource_otlp, sc.fingerprint AS scope_otlp";

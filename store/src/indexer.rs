@@ -23,6 +23,13 @@ pub(crate) struct Pass {
     pub run: fn(&Connection, i64, i64) -> Result<(), StoreError>,
 }
 
+impl Pass {
+    /// The `ducktrace_meta` key of the last rowid this pass has indexed.
+    pub(crate) fn watermark_key(&self) -> String {
+        format!("{}_rowid_watermark", self.name)
+    }
+}
+
 /// The running indexer thread.
 pub(crate) struct Indexer {
     stop: mpsc::Sender<()>,
@@ -67,7 +74,7 @@ impl Indexer {
 
 /// Runs `pass` over everything committed since its watermark, and moves the watermark, atomically.
 fn run_pass(conn: &Connection, pass: &Pass) -> Result<(), StoreError> {
-    let key = format!("{}_rowid_watermark", pass.name);
+    let key = pass.watermark_key();
     conn.execute_batch("BEGIN TRANSACTION")?;
     let result = (|| {
         let lo: i64 = conn.query_row(

@@ -1,6 +1,7 @@
 //! The DuckDB span store: one database file holding every span received, written by a single
 //! group-commit writer and read through pooled read-only connections.
 
+mod attribute_text;
 mod batch;
 mod columns;
 mod edges;

@@ -3,29 +3,56 @@
 
 use duckdb::types::{TimeUnit, Value};
 use duckdb::Connection;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 
 use prost::Message;
 
+use crate::attribute_text;
 use crate::ids::{SpanId, TraceId};
-use crate::otlp_json::any_value_from_json;
+use crate::summaries::TRACE_SUMMARIES;
 use crate::StoreError;
 
+/// Where one trace's spans can be: the time range its summary covers (`trace_summaries` holds
+/// every span up to the summarizer's watermark) and any span committed after that watermark.
+const TRACE_WINDOW: &str = "
+SELECT coalesce(epoch_ns(s.start_time), 9223372036854775807),
+       coalesce(epoch_ns(s.start_time) + s.duration_ns, -9223372036854775808),
+       w.watermark
+FROM (SELECT coalesce(max(CAST(value AS BIGINT)), -1) AS watermark
+      FROM ducktrace_meta WHERE key = ?) w
+LEFT JOIN trace_summaries s ON s.trace_id = CAST(? AS UUID)";
+
+/// The spans of a trace: a start-time range lets zone maps skip all row groups but the trace's
+/// own (trace ids are random, so a bare `trace_id =` scans every one), and the rowid range of
+/// spans not yet summarized is the tail of the table.
 const TRACE_SPANS: &str = "
+WITH found AS (
+    SELECT * FROM span_data
+    WHERE trace_id = CAST($1 AS UUID) AND rowid <= $4
+      AND start_time >= make_timestamp_ns($2) AND start_time <= make_timestamp_ns($3)
+    UNION ALL
+    SELECT * FROM span_data WHERE trace_id = CAST($1 AS UUID) AND rowid > $4
+)
 SELECT span_id, parent_span_id, epoch_ns(start_time), duration_ns, span_name, span_kind,
        status_code, status_message, resource_id, scope_id, trace_state, flags, attributes,
-       dropped_attributes_count, events, dropped_events_count, links, dropped_links_count
-FROM span_data
-WHERE trace_id = CAST(? AS UUID)
+       attribute_types, dropped_attributes_count, events, dropped_events_count, links,
+       dropped_links_count
+FROM found
 ORDER BY resource_id, scope_id, start_time, span_id";
 
 /// All spans of one trace grouped by resource and scope, or an empty list when none is stored.
 pub fn trace(conn: &Connection, trace_id: TraceId) -> Result<Vec<ResourceSpans>, StoreError> {
+    let id = trace_id.to_string();
+    let (from_ns, to_ns, watermark): (i64, i64, i64) = conn
+        .prepare_cached(TRACE_WINDOW)?
+        .query_row(duckdb::params![TRACE_SUMMARIES.watermark_key(), id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
     let mut statement = conn.prepare_cached(TRACE_SPANS)?;
-    let mut rows = statement.query([trace_id.to_string()])?;
+    let mut rows = statement.query(duckdb::params![id, from_ns, to_ns, watermark])?;
     let mut result: Vec<ResourceSpans> = Vec::new();
     let mut current: Option<(u32, u32)> = None;
     while let Some(row) = rows.next()? {
@@ -45,12 +72,12 @@ pub fn trace(conn: &Connection, trace_id: TraceId) -> Result<Vec<ResourceSpans>,
             status: status(row.get(6)?, row.get(7)?),
             trace_state: row.get(10)?,
             flags: row.get(11)?,
-            attributes: key_values(&row.get(12)?),
-            dropped_attributes_count: row.get(13)?,
-            events: list(&row.get(14)?).map(event).collect(),
-            dropped_events_count: row.get(15)?,
-            links: list(&row.get(16)?).map(link).collect(),
-            dropped_links_count: row.get(17)?,
+            attributes: key_values(&row.get(12)?, &row.get(13)?),
+            dropped_attributes_count: row.get(14)?,
+            events: list(&row.get(15)?).map(event).collect(),
+            dropped_events_count: row.get(16)?,
+            links: list(&row.get(17)?).map(link).collect(),
+            dropped_links_count: row.get(18)?,
         };
         if current != Some((resource_id, scope_id)) {
             if current.map(|(resource, _)| resource) != Some(resource_id) {
@@ -163,47 +190,37 @@ fn unix_nanos(value: &Value) -> u64 {
     }
 }
 
-/// An attribute map column back to OTLP key-values, in stored order.
-fn key_values(value: &Value) -> Vec<KeyValue> {
-    let Value::Map(entries) = value else {
+/// An attribute map and its type letters back to OTLP key-values, in stored order.
+fn key_values(map: &Value, types: &Value) -> Vec<KeyValue> {
+    let Value::Map(entries) = map else {
         return Vec::new();
     };
+    let letters = text(types).into_bytes();
     entries
         .iter()
-        .map(|(key, value)| KeyValue {
-            key: text(key),
-            value: Some(attribute_value(value)),
-            ..Default::default()
+        .enumerate()
+        .map(|(i, (key, value))| {
+            let value = match value {
+                Value::Text(text) => Some(text.as_str()),
+                _ => None,
+            };
+            KeyValue {
+                key: text(key),
+                value: Some(attribute_text::decode(
+                    letters.get(i).copied().unwrap_or(b's'),
+                    value,
+                )),
+                ..Default::default()
+            }
         })
         .collect()
-}
-
-fn attribute_value(value: &Value) -> AnyValue {
-    use any_value::Value as Any;
-    let typed = match (
-        field(value, "str"),
-        field(value, "int"),
-        field(value, "dbl"),
-        field(value, "bool"),
-    ) {
-        (Value::Text(s), ..) => Some(Any::StringValue(s.clone())),
-        (_, Value::BigInt(i), ..) => Some(Any::IntValue(*i)),
-        (_, _, Value::Double(d), _) => Some(Any::DoubleValue(*d)),
-        (_, _, _, Value::Boolean(b)) => Some(Any::BoolValue(*b)),
-        _ => match (field(value, "bytes"), field(value, "json")) {
-            (Value::Blob(bytes), _) => Some(Any::BytesValue(bytes.clone())),
-            (_, Value::Text(json)) => any_value_from_json(json).ok().and_then(|any| any.value),
-            _ => None,
-        },
-    };
-    AnyValue { value: typed }
 }
 
 fn event(value: &Value) -> Event {
     Event {
         time_unix_nano: unix_nanos(field(value, "time")),
         name: text(field(value, "name")),
-        attributes: key_values(field(value, "attributes")),
+        attributes: key_values(field(value, "attributes"), field(value, "attribute_types")),
         dropped_attributes_count: unsigned(field(value, "dropped_attributes_count")) as u32,
     }
 }
@@ -216,7 +233,7 @@ fn link(value: &Value) -> Link {
         },
         span_id: span_id_bytes(unsigned(field(value, "span_id"))),
         trace_state: text(field(value, "trace_state")),
-        attributes: key_values(field(value, "attributes")),
+        attributes: key_values(field(value, "attributes"), field(value, "attribute_types")),
         dropped_attributes_count: unsigned(field(value, "dropped_attributes_count")) as u32,
         flags: unsigned(field(value, "flags")) as u32,
     }

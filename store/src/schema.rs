@@ -6,15 +6,12 @@
 //! See docs/schema.md for the user-facing description; keep the two in step.
 
 /// Bumped whenever a table changes shape; a data directory of another version is refused.
-pub const SCHEMA_VERSION: u32 = 2;
-
-/// One attribute value: exactly one field is non-NULL (all NULL for an empty OTLP AnyValue).
-/// Arrays and key-value lists are kept as their OTLP/JSON AnyValue text in `json`, losslessly.
-pub const ATTRIBUTE_VALUE: &str =
-    "STRUCT(str VARCHAR, int BIGINT, dbl DOUBLE, bool BOOLEAN, bytes BLOB, json VARCHAR)";
+pub const SCHEMA_VERSION: u32 = 3;
 
 pub fn ddl() -> String {
-    let attrs = format!("MAP(VARCHAR, {ATTRIBUTE_VALUE})");
+    // Every attribute map is value texts plus one type letter per entry (attribute_text.rs).
+    let attrs = "attributes MAP(VARCHAR, VARCHAR) NOT NULL, attribute_types VARCHAR NOT NULL";
+    let nested_attrs = "attributes MAP(VARCHAR, VARCHAR), attribute_types VARCHAR";
     format!(
         r#"
 CREATE TABLE IF NOT EXISTS ducktrace_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
@@ -22,7 +19,7 @@ CREATE TABLE IF NOT EXISTS ducktrace_meta (key VARCHAR PRIMARY KEY, value VARCHA
 CREATE TABLE IF NOT EXISTS resources (
     resource_id UINTEGER NOT NULL,
     service_name VARCHAR NOT NULL,
-    attributes {attrs} NOT NULL,
+    {attrs},
     dropped_attributes_count UINTEGER NOT NULL,
     schema_url VARCHAR NOT NULL,
     fingerprint BLOB NOT NULL
@@ -32,7 +29,7 @@ CREATE TABLE IF NOT EXISTS scopes (
     scope_id UINTEGER NOT NULL,
     name VARCHAR NOT NULL,
     version VARCHAR NOT NULL,
-    attributes {attrs} NOT NULL,
+    {attrs},
     dropped_attributes_count UINTEGER NOT NULL,
     schema_url VARCHAR NOT NULL,
     fingerprint BLOB NOT NULL
@@ -53,11 +50,11 @@ CREATE TABLE IF NOT EXISTS span_data (
     scope_id UINTEGER NOT NULL,
     trace_state VARCHAR NOT NULL,
     flags UINTEGER NOT NULL,
-    attributes {attrs} NOT NULL,
+    {attrs},
     dropped_attributes_count UINTEGER NOT NULL,
-    events STRUCT("time" TIMESTAMP_NS, name VARCHAR, attributes {attrs}, dropped_attributes_count UINTEGER)[] NOT NULL,
+    events STRUCT("time" TIMESTAMP_NS, name VARCHAR, {nested_attrs}, dropped_attributes_count UINTEGER)[] NOT NULL,
     dropped_events_count UINTEGER NOT NULL,
-    links STRUCT(trace_id BLOB, span_id UBIGINT, trace_state VARCHAR, attributes {attrs}, dropped_attributes_count UINTEGER, flags UINTEGER)[] NOT NULL,
+    links STRUCT(trace_id BLOB, span_id UBIGINT, trace_state VARCHAR, {nested_attrs}, dropped_attributes_count UINTEGER, flags UINTEGER)[] NOT NULL,
     dropped_links_count UINTEGER NOT NULL
 );
 
@@ -95,11 +92,9 @@ CREATE TABLE IF NOT EXISTS operations (
     span_name VARCHAR NOT NULL
 );
 
--- The text form of one attribute value, for display and for comparisons in SQL.
-CREATE OR REPLACE MACRO attr_text(v) AS
-    coalesce(v.str, CAST(v.int AS VARCHAR), CAST(v.dbl AS VARCHAR), CAST(v.bool AS VARCHAR), v.json, lower(hex(v.bytes)));
--- attr(attributes, 'http.route'): the value of one attribute as text, NULL when absent.
-CREATE OR REPLACE MACRO attr(attributes, key) AS attr_text(attributes[key]);
+-- attr(attributes, 'http.route'): one attribute's value text, NULL when absent; the same as
+-- attributes['http.route'].
+CREATE OR REPLACE MACRO attr(attributes, key) AS attributes[key];
 CREATE OR REPLACE MACRO span_id_hex(id) AS CASE WHEN id IS NULL THEN NULL ELSE format('{{:016x}}', id) END;
 CREATE OR REPLACE MACRO span_kind_name(kind) AS
     ['UNSPECIFIED', 'INTERNAL', 'SERVER', 'CLIENT', 'PRODUCER', 'CONSUMER'][kind + 1];
@@ -119,6 +114,7 @@ SELECT
     status_code_name(coalesce(s.status_code, 0)) AS status_code,
     s.status_message,
     s.attributes,
+    s.attribute_types,
     r.attributes AS resource_attributes,
     sc.name AS scope_name,
     sc.version AS scope_version,
@@ -158,6 +154,7 @@ SELECT
     e.event.time AS time,
     e.event.name AS name,
     e.event.attributes AS attributes,
+    e.event.attribute_types AS attribute_types,
     e.event.dropped_attributes_count AS dropped_attributes_count
 FROM span_data s, unnest(s.events) AS e(event);
 
@@ -171,6 +168,7 @@ SELECT
     span_id_hex(l.link.span_id) AS linked_span_id,
     l.link.trace_state AS trace_state,
     l.link.attributes AS attributes,
+    l.link.attribute_types AS attribute_types,
     l.link.dropped_attributes_count AS dropped_attributes_count,
     l.link.flags AS flags
 FROM span_data s, unnest(s.links) AS l(link);

@@ -19,7 +19,7 @@ use duckdb::Connection;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::batch::{SpanBatch, RESOURCE_ID_COLUMN, SCOPE_ID_COLUMN};
-use crate::columns::{attributes_type, AttributeColumn};
+use crate::columns::{attribute_fields, AttributeColumn};
 use crate::StoreError;
 
 /// WAL size that makes a commit checkpoint (DuckDB's default is 16MB). A checkpoint compresses
@@ -397,15 +397,15 @@ impl NewRows {
                 ],
             ),
         };
+        fields.extend(attribute_fields(false));
         fields.extend([
-            Field::new("attributes", attributes_type(), false),
             Field::new("dropped_attributes_count", DataType::UInt32, false),
             text("schema_url"),
             Field::new("fingerprint", DataType::Binary, false),
         ]);
+        columns.extend(self.attributes.finish());
         columns.extend([
-            Arc::new(self.attributes.finish()) as ArrayRef,
-            Arc::new(UInt32Array::from(self.dropped)),
+            Arc::new(UInt32Array::from(self.dropped)) as ArrayRef,
             Arc::new(StringArray::from(self.schema_urls)),
             Arc::new(BinaryArray::from_iter_values(self.fingerprints)),
         ]);

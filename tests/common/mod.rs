@@ -54,7 +54,7 @@ impl Server {
             .stdout(Stdio::null())
             .spawn()
             .expect("the ducktrace binary starts");
-        let server = Server {
+        let mut server = Server {
             child,
             grpc,
             http,
@@ -66,10 +66,13 @@ impl Server {
         server
     }
 
-    fn wait_until_listening(&self) {
+    fn wait_until_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         for addr in [self.grpc, self.http, self.ui] {
             while TcpStream::connect(addr).is_err() {
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    panic!("ducktrace exited ({status}) before listening on {addr}; its log is above");
+                }
                 assert!(
                     Instant::now() < deadline,
                     "ducktrace did not listen on {addr} within 60 s"

@@ -1,0 +1,126 @@
+//! Attribute values as text plus one type letter each, so that attribute maps are plain
+//! `MAP(VARCHAR, VARCHAR)` and still give back the exact OTLP value.
+//!
+//! One typed field per OTLP kind (the first layout) made every attribute seven nested columns:
+//! appends, checkpoints, point reads and scans all paid for five mostly-NULL fields. As text,
+//! `attributes['http.status_code'] = '500'` reads like the ClickHouse exporter's schema, and the
+//! sibling `attribute_types` column (one letter per entry, in map order) restores the type.
+
+use std::borrow::Cow;
+
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue};
+
+use crate::otlp_json::{any_value_from_json, any_value_to_json};
+
+/// The type letter of an entry whose value is a string.
+const STRING: u8 = b's';
+const INT: u8 = b'i';
+const DOUBLE: u8 = b'd';
+const BOOL: u8 = b'b';
+/// Bytes, as lowercase hex.
+const BYTES: u8 = b'x';
+/// An array, as its OTLP/JSON AnyValue text.
+const ARRAY: u8 = b'a';
+/// A key-value list, as its OTLP/JSON AnyValue text.
+const KVLIST: u8 = b'k';
+/// An index into a profile's string table (OTLP profiles only; kept for completeness).
+const STRINDEX: u8 = b'r';
+/// An empty AnyValue: the map value is NULL.
+const EMPTY: u8 = b'n';
+
+/// The type letter and the text of one value (`None` for an empty AnyValue).
+pub(crate) fn encode(value: Option<&Value>) -> (u8, Option<Cow<'_, str>>) {
+    match value {
+        None => (EMPTY, None),
+        Some(Value::StringValue(s)) => (STRING, Some(Cow::Borrowed(s))),
+        Some(Value::IntValue(i)) => (INT, Some(Cow::Owned(i.to_string()))),
+        // Rust prints the shortest text that parses back to the same double.
+        Some(Value::DoubleValue(d)) => (DOUBLE, Some(Cow::Owned(d.to_string()))),
+        Some(Value::BoolValue(b)) => (BOOL, Some(Cow::Borrowed(if *b { "true" } else { "false" }))),
+        Some(Value::BytesValue(b)) => (BYTES, Some(Cow::Owned(hex::encode(b)))),
+        Some(nested @ Value::ArrayValue(_)) => (ARRAY, Some(Cow::Owned(any_value_to_json(nested)))),
+        Some(nested @ Value::KvlistValue(_)) => (KVLIST, Some(Cow::Owned(any_value_to_json(nested)))),
+        Some(Value::StringValueStrindex(i)) => (STRINDEX, Some(Cow::Owned(i.to_string()))),
+    }
+}
+
+/// The OTLP value that [`encode`] turned into `letter` and `text`; text that does not parse
+/// as its letter says (only possible in a damaged file) comes back as a string.
+pub(crate) fn decode(letter: u8, text: Option<&str>) -> AnyValue {
+    let Some(text) = text else {
+        return AnyValue { value: None };
+    };
+    let typed = match letter {
+        INT => text.parse().ok().map(Value::IntValue),
+        DOUBLE => text.parse().ok().map(Value::DoubleValue),
+        BOOL => text.parse().ok().map(Value::BoolValue),
+        BYTES => hex::decode(text).ok().map(Value::BytesValue),
+        ARRAY | KVLIST => any_value_from_json(text).ok().and_then(|any| any.value),
+        STRINDEX => text.parse().ok().map(Value::StringValueStrindex),
+        _ => None,
+    };
+    AnyValue {
+        value: Some(typed.unwrap_or_else(|| Value::StringValue(text.to_string()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValue, KeyValueList};
+
+    fn round_trip(value: Option<Value>) -> Option<Value> {
+        let (letter, text) = encode(value.as_ref());
+        decode(letter, text.as_deref()).value
+    }
+
+    #[test]
+    fn every_kind_comes_back_exactly() {
+        let nested = |v: Value| AnyValue { value: Some(v) };
+        let values = [
+            Value::StringValue("héllo <b>".into()),
+            Value::StringValue(String::new()),
+            Value::IntValue(i64::MIN),
+            Value::IntValue(500),
+            Value::DoubleValue(0.1),
+            Value::DoubleValue(-1e300),
+            Value::DoubleValue(5e-324),
+            Value::DoubleValue(f64::INFINITY),
+            Value::BoolValue(true),
+            Value::BoolValue(false),
+            Value::BytesValue(vec![0, 1, 0xfe, 0xff]),
+            Value::BytesValue(Vec::new()),
+            Value::StringValueStrindex(7),
+            Value::ArrayValue(ArrayValue {
+                values: vec![nested(Value::IntValue(1)), nested(Value::StringValue("a".into()))],
+            }),
+            Value::KvlistValue(KeyValueList {
+                values: vec![KeyValue {
+                    key: "k".into(),
+                    value: Some(nested(Value::BoolValue(true))),
+                    ..Default::default()
+                }],
+            }),
+        ];
+        for value in values {
+            assert_eq!(round_trip(Some(value.clone())), Some(value));
+        }
+        assert_eq!(round_trip(None), None);
+    }
+
+    #[test]
+    fn nan_stays_nan() {
+        let Some(Value::DoubleValue(d)) = round_trip(Some(Value::DoubleValue(f64::NAN))) else {
+            panic!("a double comes back as a double")
+        };
+        assert!(d.is_nan());
+    }
+
+    #[test]
+    fn strings_that_look_typed_stay_strings() {
+        for text in ["500", "true", "0.5", "ff"] {
+            let value = Value::StringValue(text.into());
+            assert_eq!(round_trip(Some(value.clone())), Some(value));
+        }
+    }
+}
