@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{http_post, urlencode, Server};
+use common::{http_post, post_protobuf, synthetic_request, urlencode, Server};
 
 /// A span whose name and attribute would run script if the UI did not escape them.
 const HOSTILE_SPAN: &str = r#"{"resourceSpans":[{
@@ -211,6 +211,39 @@ fn search_finds_traces_and_escapes_span_data() {
     // The time range applies: the last hour holds nothing from 2023.
     let (_, _, body) = get(&server.ui_url("/search"));
     assert!(body.contains(r#"id="no-results""#), "{body}");
+}
+
+#[test]
+fn attribute_search_reads_indexed_blocks_and_the_unindexed_tail() {
+    let server = Server::start();
+    // Three traces of 5,000 spans, each with `index` 0..4999: rowids 0..14999, so the first
+    // 8,192 spans (trace 1 and part of trace 2) get a Bloom filter, the rest stay the tail.
+    for seed in 1..=3 {
+        post_protobuf(&server, &synthetic_request(seed, 5000));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while server.sql("SELECT count(*) FROM attribute_blooms")["rows"][0][0] != 1 {
+        assert!(std::time::Instant::now() < deadline, "the first block got no Bloom filter");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let trace = |seed: u8| format!("{seed:02x}{}", "07".repeat(15));
+    // index=100: in the filtered block for traces 1 and 2, in the tail for trace 3;
+    // index=4999: trace 1 in the block, traces 2 and 3 in the tail.
+    for value in ["100", "4999"] {
+        let body = get_until(
+            &server,
+            &format!("/search?{HOSTILE_RANGE}&attributes=index%3D{value}"),
+            &trace(3),
+        );
+        for seed in 1..=3 {
+            assert!(body.contains(&trace(seed)), "index={value} misses trace {seed}: {body}");
+        }
+    }
+    for absent in ["index%3D5000", "http.route%3D%2Fy", "index%3D100%20http.route%3D%2Fy"] {
+        let (status, _, body) = get(&server.ui_url(&format!("/search?{HOSTILE_RANGE}&attributes={absent}")));
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(r#"id="no-results""#), "{absent}: {body}");
+    }
 }
 
 #[test]

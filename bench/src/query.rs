@@ -35,7 +35,11 @@ WHERE service_name = '{service}' AND span_name = '{operation}' AND duration_ns >
 AND start_time >= make_timestamp({from_us}) AND start_time < make_timestamp({to_us}) \
 ORDER BY start_time DESC LIMIT 20";
 pub const ATTRIBUTE_SQL: &str = "SELECT trace_id, span_name, start_time FROM spans \
-WHERE attr(attributes, 'user.id') = '{user}' ORDER BY start_time DESC LIMIT 20";
+WHERE attributes['user.id'] = '{user}' ORDER BY start_time DESC LIMIT 20";
+/// Trace search over the whole dataset for one `user.id`, as a user would on the search page:
+/// it reads the attribute Bloom filters, which ad-hoc SQL cannot.
+pub const ATTRIBUTE_SEARCH_PAGE: &str =
+    "/search?lookback=custom&start={first}&end={last}&attributes=user.id%3D{user}&limit=20";
 pub const DEPENDENCIES_SQL: &str = "SELECT caller, callee, sum(calls) AS calls, sum(errors) AS errors \
 FROM service_edges WHERE bucket > make_timestamp({to_us}) - INTERVAL 24 HOUR \
 GROUP BY ALL ORDER BY calls DESC";
@@ -70,6 +74,9 @@ struct Dataset {
     spans: u64,
     first_s: i64,
     last_s: i64,
+    /// The dataset's time range as the search page's custom range takes it.
+    first_input: String,
+    last_input: String,
     trace_ids: Vec<String>,
     users: Vec<String>,
     /// (service, operation) of server spans.
@@ -79,11 +86,16 @@ struct Dataset {
 impl Dataset {
     async fn sample(api: &Api) -> Result<Self> {
         let rows = api
-            .sql("SELECT count(*), CAST(epoch(min(start_time)) AS BIGINT), CAST(epoch(max(start_time)) AS BIGINT) FROM span_data")
+            .sql("SELECT count(*), CAST(epoch(min(start_time)) AS BIGINT), CAST(epoch(max(start_time)) AS BIGINT),
+                         strftime(min(start_time), '%Y-%m-%dT%H:%M:%S'),
+                         strftime(max(start_time) + INTERVAL 1 SECOND, '%Y-%m-%dT%H:%M:%S')
+                  FROM span_data")
             .await?;
         let row = rows.first().context("no summary row")?;
         let number = |i: usize| row.get(i).and_then(Json::as_i64).context("the store is empty");
         let (spans, first_s, last_s) = (number(0)? as u64, number(1)?, number(2)?);
+        let text = |i: usize| row.get(i).and_then(Json::as_str).map(str::to_string).context("the store is empty");
+        let (first_input, last_input) = (text(3)?, text(4)?);
         let texts = |rows: Vec<Vec<Json>>| -> Vec<String> {
             rows.into_iter()
                 .filter_map(|row| row.first()?.as_str().map(str::to_string))
@@ -108,6 +120,8 @@ impl Dataset {
             spans,
             first_s,
             last_s,
+            first_input,
+            last_input,
             trace_ids,
             users,
             endpoints,
@@ -165,6 +179,16 @@ impl Probes {
     fn attribute(&mut self) -> Probe {
         let user = self.data.users.choose(&mut self.rng).expect("sampled");
         Probe::Sql(ATTRIBUTE_SQL.replace("{user}", &quoted(user)))
+    }
+
+    fn attribute_search(&mut self) -> Probe {
+        let user = self.data.users.choose(&mut self.rng).expect("sampled");
+        Probe::Get(
+            ATTRIBUTE_SEARCH_PAGE
+                .replace("{first}", &self.data.first_input)
+                .replace("{last}", &self.data.last_input)
+                .replace("{user}", &url_encoded(user)),
+        )
     }
 
     fn dependencies(&mut self) -> Probe {
@@ -333,7 +357,8 @@ pub async fn run(args: QueryArgs) -> Result<()> {
     let mut timings = vec![
         measure(&api, "trace by id", fast, || probes.trace_by_id()).await?,
         measure(&api, "search svc+op+dur+1h", fast, || probes.search()).await?,
-        measure(&api, "attribute user.id", slow, || probes.attribute()).await?,
+        measure(&api, "attribute user.id, search page", fast, || probes.attribute_search()).await?,
+        measure(&api, "attribute user.id, SQL scan", slow, || probes.attribute()).await?,
         measure(&api, "dependencies 24 h", slow, || probes.dependencies()).await?,
     ];
     for page in &args.pages {

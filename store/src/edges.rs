@@ -38,7 +38,7 @@ pub(crate) const SERVICE_CALLS: Pass = Pass {
     run: match_new_spans,
 };
 
-fn match_new_spans(conn: &Connection, lo: i64, hi: i64) -> Result<(), StoreError> {
+fn match_new_spans(conn: &Connection, lo: i64, hi: i64) -> Result<i64, StoreError> {
     conn.prepare_cached(MATCH_NEW_SPANS)?.execute([lo, hi])?;
-    Ok(())
+    Ok(hi)
 }

@@ -16,11 +16,12 @@ use crate::StoreError;
 /// How often new spans are indexed.
 pub const PASS_INTERVAL: Duration = Duration::from_secs(2);
 
-/// One incremental index: `run` folds the spans with rowid in `(lo, hi]` into its tables.
+/// One incremental index: `run` folds the spans with rowid in `(lo, hi]` into its tables and
+/// returns the last rowid it has indexed (`hi`, or less when it indexes whole blocks only).
 pub(crate) struct Pass {
     /// Names the pass in logs and its watermark in `ducktrace_meta` (`<name>_rowid_watermark`).
     pub name: &'static str,
-    pub run: fn(&Connection, i64, i64) -> Result<(), StoreError>,
+    pub run: fn(&Connection, i64, i64) -> Result<i64, StoreError>,
 }
 
 impl Pass {
@@ -86,11 +87,13 @@ fn run_pass(conn: &Connection, pass: &Pass) -> Result<(), StoreError> {
             row.get(0)
         })?;
         if hi > lo {
-            (pass.run)(conn, lo, hi)?;
-            conn.execute(
-                "INSERT OR REPLACE INTO ducktrace_meta VALUES (?, ?)",
-                [&key, &hi.to_string()],
-            )?;
+            let indexed = (pass.run)(conn, lo, hi)?;
+            if indexed > lo {
+                conn.execute(
+                    "INSERT OR REPLACE INTO ducktrace_meta VALUES (?, ?)",
+                    [&key, &indexed.to_string()],
+                )?;
+            }
         }
         Ok(())
     })();

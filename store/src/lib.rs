@@ -1,6 +1,7 @@
 //! The DuckDB span store: one database file holding every span received, written by a single
 //! group-commit writer and read through pooled read-only connections.
 
+mod attribute_index;
 mod attribute_text;
 mod batch;
 mod columns;
@@ -33,7 +34,11 @@ pub use ids::{SpanId, TraceId};
 pub use writer::{SpanWriter, WriteError, WriterConfig};
 
 /// What the background indexer keeps current as spans arrive.
-const INDEX_PASSES: &[indexer::Pass] = &[edges::SERVICE_CALLS, summaries::TRACE_SUMMARIES];
+const INDEX_PASSES: &[indexer::Pass] = &[
+    edges::SERVICE_CALLS,
+    summaries::TRACE_SUMMARIES,
+    attribute_index::ATTRIBUTE_BLOOMS,
+];
 
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "ducktrace.duckdb";

@@ -86,6 +86,13 @@ CREATE TABLE IF NOT EXISTS trace_summaries (
     services MAP(VARCHAR, UBIGINT) NOT NULL
 );
 
+-- A Bloom filter of the key/value attribute pairs of each full block of 8192 spans (rowids
+-- block * 8192 and up), for attribute search (attribute_index.rs).
+CREATE TABLE IF NOT EXISTS attribute_blooms (
+    block BIGINT NOT NULL,
+    bloom BIT NOT NULL
+);
+
 -- Every (service, operation) pair seen, for pickers; appended by the trace summarizer.
 CREATE TABLE IF NOT EXISTS operations (
     service_name VARCHAR NOT NULL,

@@ -246,26 +246,43 @@ pub fn search(conn: &Connection, query: &TraceQuery) -> Result<Vec<TraceSummary>
         params.push(Value::Text(service.clone()));
     }
     if query.operation.is_some() || !query.attributes.is_empty() {
-        sql.push_str(
-            " AND trace_id IN (SELECT trace_id FROM span_data
-                WHERE start_time >= make_timestamp_ns(?) AND start_time < make_timestamp_ns(?)",
+        // One scan of span_data per rowid range the attribute filters leave (see
+        // attribute_index.rs), or one scan of the whole time range.
+        let ranges = attribute_ranges(conn, &query.attributes)?;
+        let mut span_filter = String::from(
+            "SELECT trace_id FROM span_data
+             WHERE start_time >= make_timestamp_ns(?) AND start_time < make_timestamp_ns(?)",
         );
-        params.push(Value::BigInt(query.from_ns));
-        params.push(Value::BigInt(query.to_ns.saturating_add(SPAN_SLACK_NS)));
+        let mut span_params = vec![
+            Value::BigInt(query.from_ns),
+            Value::BigInt(query.to_ns.saturating_add(SPAN_SLACK_NS)),
+        ];
         if let Some(service) = &query.service {
-            sql.push_str(" AND service_name = ?");
-            params.push(Value::Text(service.clone()));
+            span_filter.push_str(" AND service_name = ?");
+            span_params.push(Value::Text(service.clone()));
         }
         if let Some(operation) = &query.operation {
-            sql.push_str(" AND span_name = ?");
-            params.push(Value::Text(operation.clone()));
+            span_filter.push_str(" AND span_name = ?");
+            span_params.push(Value::Text(operation.clone()));
         }
         for filter in &query.attributes {
-            sql.push_str(" AND attr(attributes, ?) = ?");
-            params.push(Value::Text(filter.key.clone()));
-            params.push(Value::Text(filter.value.clone()));
+            span_filter.push_str(" AND attributes[?] = ?");
+            span_params.push(Value::Text(filter.key.clone()));
+            span_params.push(Value::Text(filter.value.clone()));
         }
+        let branches: Vec<String> = match &ranges {
+            None => vec![span_filter.clone()],
+            Some(ranges) => ranges
+                .iter()
+                .map(|(first, last)| format!("{span_filter} AND rowid BETWEEN {first} AND {last}"))
+                .collect(),
+        };
+        sql.push_str(" AND trace_id IN (");
+        sql.push_str(&branches.join(" UNION ALL "));
         sql.push(')');
+        for _ in &branches {
+            params.extend(span_params.iter().cloned());
+        }
     }
     sql.push_str(" ORDER BY ");
     sql.push_str(query.order.order_by());
@@ -299,6 +316,23 @@ pub fn search(conn: &Connection, query: &TraceQuery) -> Result<Vec<TraceSummary>
         });
     }
     Ok(traces)
+}
+
+/// Above this many candidate rowid ranges one scan of the time range is cheaper.
+const MAX_RANGES: usize = 64;
+
+/// The rowid ranges that can hold spans matching every attribute filter: those of the filter
+/// whose Bloom filters leave the fewest blocks; `None` means scan everything in the time range.
+fn attribute_ranges(conn: &Connection, filters: &[AttributeFilter]) -> Result<Option<Vec<(i64, i64)>>, StoreError> {
+    let mut best: Option<Vec<(i64, i64)>> = None;
+    for filter in filters {
+        let ranges = crate::attribute_index::candidate_ranges(conn, &filter.key, &filter.value)?;
+        let rows = |ranges: &[(i64, i64)]| -> i64 { ranges.iter().rev().skip(1).map(|(a, b)| b - a + 1).sum() };
+        if best.as_ref().is_none_or(|best| rows(&ranges) < rows(best)) {
+            best = Some(ranges);
+        }
+    }
+    Ok(best.filter(|ranges| ranges.len() <= MAX_RANGES))
 }
 
 /// Every service that sent spans, by name.

@@ -76,9 +76,9 @@ pub(crate) const TRACE_SUMMARIES: Pass = Pass {
     run: summarize_new_spans,
 };
 
-fn summarize_new_spans(conn: &Connection, lo: i64, hi: i64) -> Result<(), StoreError> {
+fn summarize_new_spans(conn: &Connection, lo: i64, hi: i64) -> Result<i64, StoreError> {
     conn.prepare_cached(MERGE_TOUCHED)?.execute([lo, hi])?;
     conn.execute_batch(REPLACE_TOUCHED)?;
     conn.prepare_cached(NEW_OPERATIONS)?.execute([lo, hi])?;
-    Ok(())
+    Ok(hi)
 }

@@ -1,0 +1,143 @@
+//! A Bloom filter of the `key = value` attribute pairs of every block of [`BLOCK_ROWS`] spans,
+//! so an attribute search reads only the blocks that may hold the pair.
+//!
+//! Values like `user.id` are spread over the whole day, so zone maps cannot prune them, and
+//! scanning every span's attribute map costs seconds at 10M spans. A block's filter is built
+//! once the writer has filled it (spans get consecutive rowids and are never deleted), by an
+//! indexer pass; the spans after the last full block are few and always searched directly.
+//! Pairs are hashed in Rust with FNV-1a, which never changes, so stored filters stay valid
+//! across DuckDB versions.
+
+use duckdb::arrow::array::{Array, StringArray};
+use duckdb::Connection;
+
+use crate::indexer::Pass;
+use crate::StoreError;
+
+/// Spans per filter: four DuckDB vectors. Smaller blocks prune finer but cost more filters.
+pub(crate) const BLOCK_ROWS: i64 = 8192;
+/// Bits per distinct pair (rounded up to a power of two per block): with [`PROBES`] probes
+/// about 1% of the blocks without the pair are read anyway.
+const BITS_PER_PAIR: usize = 10;
+const PROBES: u64 = 7;
+const MIN_BITS: usize = 1024;
+
+const DISTINCT_PAIRS: &str = "
+SELECT DISTINCT key, value
+FROM (SELECT unnest(map_keys(attributes)) AS key, unnest(map_values(attributes)) AS value
+      FROM span_data WHERE rowid BETWEEN ? AND ?)
+WHERE value IS NOT NULL";
+
+/// The pass that adds a filter for every block the writer has filled since the last pass.
+pub(crate) const ATTRIBUTE_BLOOMS: Pass = Pass {
+    name: "attribute_blooms",
+    run: index_full_blocks,
+};
+
+fn index_full_blocks(conn: &Connection, lo: i64, hi: i64) -> Result<i64, StoreError> {
+    let first = (lo + 1) / BLOCK_ROWS;
+    let end = (hi + 1) / BLOCK_ROWS;
+    let mut pairs = conn.prepare_cached(DISTINCT_PAIRS)?;
+    let mut insert = conn.prepare_cached("INSERT INTO attribute_blooms VALUES (?, CAST(? AS BIT))")?;
+    for block in first..end {
+        let start = block * BLOCK_ROWS;
+        let mut hashes = Vec::new();
+        for batch in pairs.query_arrow([start, start + BLOCK_ROWS - 1])? {
+            let keys = text_column(&batch, 0);
+            let values = text_column(&batch, 1);
+            hashes.extend((0..batch.num_rows()).map(|row| pair_hash(keys.value(row), values.value(row))));
+        }
+        insert.execute(duckdb::params![block, bloom(&hashes)])?;
+    }
+    Ok(end * BLOCK_ROWS - 1)
+}
+
+fn text_column(batch: &duckdb::arrow::array::RecordBatch, index: usize) -> &StringArray {
+    batch
+        .column(index)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .expect("keys and values are VARCHAR")
+}
+
+/// FNV-1a of `key`, a NUL, and `value`.
+fn pair_hash(key: &str, value: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.bytes().chain([0]).chain(value.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// The bit positions of a pair in a filter of `bits` bits (double hashing).
+fn probes(hash: u64, bits: u64) -> impl Iterator<Item = u64> {
+    let (h1, h2) = (hash & 0xffff_ffff, hash >> 32);
+    (0..PROBES).map(move |i| (h1 + i * h2) % bits)
+}
+
+/// A filter holding `hashes`, as bytes in DuckDB's `BIT` order (first bit = high bit of byte 0).
+fn bloom(hashes: &[u64]) -> Vec<u8> {
+    let bits = (hashes.len() * BITS_PER_PAIR).max(MIN_BITS).next_power_of_two();
+    let mut bytes = vec![0u8; bits / 8];
+    for &hash in hashes {
+        for bit in probes(hash, bits as u64) {
+            bytes[(bit / 8) as usize] |= 0x80 >> (bit % 8);
+        }
+    }
+    bytes
+}
+
+/// The rowid ranges that may hold spans with attribute `key` = `value`: blocks whose filter has
+/// the pair (adjacent ones merged), then everything after the last indexed block.
+pub(crate) fn candidate_ranges(conn: &Connection, key: &str, value: &str) -> Result<Vec<(i64, i64)>, StoreError> {
+    let hash = pair_hash(key, value);
+    let (h1, h2) = (hash & 0xffff_ffff, hash >> 32);
+    let tests: Vec<String> = (0..PROBES)
+        .map(|i| format!("get_bit(bloom, CAST(({h1}::BIGINT + {i} * {h2}::BIGINT) % bit_length(bloom) AS INTEGER)) = 1"))
+        .collect();
+    let sql = format!(
+        "SELECT block FROM attribute_blooms WHERE {} ORDER BY block",
+        tests.join(" AND ")
+    );
+    let mut ranges: Vec<(i64, i64)> = Vec::new();
+    let mut statement = conn.prepare(&sql)?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let start = row.get::<_, i64>(0)? * BLOCK_ROWS;
+        match ranges.last_mut() {
+            Some((_, end)) if *end + 1 == start => *end = start + BLOCK_ROWS - 1,
+            _ => ranges.push((start, start + BLOCK_ROWS - 1)),
+        }
+    }
+    let indexed: i64 = conn.query_row(
+        "SELECT coalesce(max(CAST(value AS BIGINT)), -1) FROM ducktrace_meta WHERE key = ?",
+        [ATTRIBUTE_BLOOMS.watermark_key()],
+        |row| row.get(0),
+    )?;
+    ranges.push((indexed + 1, i64::MAX));
+    Ok(ranges)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filter_holds_what_was_put_in() {
+        let hashes: Vec<u64> = (0..5000).map(|i| pair_hash("user.id", &format!("user-{i}"))).collect();
+        let filter = bloom(&hashes);
+        let bits = filter.len() as u64 * 8;
+        let holds = |hash: u64| probes(hash, bits).all(|bit| filter[(bit / 8) as usize] & (0x80 >> (bit % 8)) != 0);
+        assert!(hashes.iter().all(|&hash| holds(hash)));
+        let false_positives = (5000..105_000)
+            .filter(|i| holds(pair_hash("user.id", &format!("user-{i}"))))
+            .count();
+        assert!(false_positives < 2000, "{false_positives} of 100000 absent pairs pass");
+    }
+
+    #[test]
+    fn key_and_value_are_separated() {
+        assert_ne!(pair_hash("ab", "c"), pair_hash("a", "bc"));
+    }
+}
