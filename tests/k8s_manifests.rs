@@ -3,7 +3,9 @@
 //! port it exposes, every address a container is given names a Service port, and listen
 //! addresses match container ports. Services find each other through DNS: every service that
 //! discovers does so in DNS mode, and its name pattern resolves each gRPC service to a headless
-//! Service of that service's Deployment. (Schema validation against a cluster is not done here.)
+//! Service of that service's Deployment. The Dockerfile at the root puts every binary used into
+//! the image and runs as the user the pods expect. (Schema validation against a cluster, and
+//! building the image, are not done here.)
 
 mod common;
 
@@ -114,6 +116,15 @@ fn k8s_manifests_match_the_binaries_and_each_other() {
 
     // The services callers look up by name, each the Deployment running `demo-<name>`.
     let grpc_services = ["auth", "user", "order", "inventory"];
+    // The image the manifests name is built by the Dockerfile at the root.
+    let dockerfile = std::fs::read_to_string(common::repo_path("Dockerfile")).unwrap();
+    let image_user: i64 = dockerfile
+        .lines()
+        .find_map(|line| line.strip_prefix("USER "))
+        .expect("the Dockerfile sets a USER")
+        .trim()
+        .parse()
+        .expect("a numeric USER, so that runAsNonRoot can check it");
     let mut binaries = BTreeSet::new();
     let mut discovering = BTreeSet::new();
     for deployment in &deployments {
@@ -129,6 +140,12 @@ fn k8s_manifests_match_the_binaries_and_each_other() {
                 assert!(claims.contains(claim), "{name}: claim {claim} is defined");
             }
         }
+        let security = &pod["securityContext"];
+        assert_eq!(
+            (security["runAsUser"].as_i64(), security["fsGroup"].as_i64()),
+            (Some(image_user), Some(image_user)),
+            "{name}: runs as the image's user, volumes writable for it"
+        );
         let containers = pod["containers"].as_vec().unwrap();
         assert_eq!(containers.len(), 1, "{name}");
         let container = &containers[0];
@@ -269,6 +286,12 @@ fn k8s_manifests_match_the_binaries_and_each_other() {
         binaries, expected,
         "every process of the demo is deployed (no registry: DNS finds the services)"
     );
+    for binary in &binaries {
+        assert!(
+            dockerfile.contains(&format!("target/release/{binary} ")),
+            "the Dockerfile puts {binary} into the image"
+        );
+    }
     let callers: BTreeSet<String> = ["api-gateway", "auth", "user", "order", "inventory"]
         .map(String::from)
         .into();
