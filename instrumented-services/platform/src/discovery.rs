@@ -166,16 +166,12 @@ impl Resolver {
                 lookup: system_lookup,
             },
         };
-        Ok(Self::from_source(source))
-    }
-
-    fn from_source(source: Source) -> Self {
-        Self {
+        Ok(Self {
             source,
             cache: Arc::default(),
             channels: Arc::default(),
             turns: Arc::default(),
-        }
+        })
     }
 
     /// The registry's client, for registration; `None` in DNS mode, where nothing registers.
