@@ -1,6 +1,8 @@
 //! `ducktrace demo`: ducktrace itself plus the instrumented microservices of
-//! `instrumented-services/` and their load generator, each a child process. Services that die
-//! (e.g. through `POST /admin/kill`) are restarted; Ctrl-C stops everything.
+//! `instrumented-services/` and their load generator, each a child process. Faults can be given
+//! to chosen services at start (`--fault inventory-2:kill-after=30`); services that die (so
+//! injected, or through `POST /admin/kill`) are restarted after `--restart-delay`; Ctrl-C stops
+//! everything.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +44,63 @@ pub struct DemoArgs {
     /// separately with `nats-server -js`) instead of straight to inventory over gRPC.
     #[arg(long)]
     nats_url: Option<String>,
+    /// A fault given to services at start, as `<target>:<fault>=<value>`: the target is a
+    /// service (`inventory`: all its instances) or one instance (`inventory-2`); the faults are
+    /// latency-ms, error-rate, lost-ack-rate (0.0 to 1.0) and kill-after (seconds after each
+    /// start). Repeat for more.
+    #[arg(long = "fault", value_name = "TARGET:FAULT=VALUE", value_parser = parse_fault)]
+    faults: Vec<Fault>,
+    /// Seconds between a service's death and its restart.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_seconds)]
+    restart_delay: f64,
+}
+
+/// A fault flag for the services `target` names.
+#[derive(Clone, Debug)]
+struct Fault {
+    target: String,
+    /// The service's flag, e.g. `--fault-error-rate`.
+    flag: &'static str,
+    value: String,
+}
+
+fn parse_fault(text: &str) -> Result<Fault, String> {
+    let (target, setting) = text.split_once(':').ok_or_else(|| {
+        format!("a fault is TARGET:FAULT=VALUE, e.g. inventory:error-rate=0.5; got {text:?}")
+    })?;
+    let (name, value) = setting.split_once('=').ok_or_else(|| {
+        format!("a fault is TARGET:FAULT=VALUE, e.g. inventory:error-rate=0.5; got {text:?}")
+    })?;
+    let whole = value.parse::<u64>().is_ok();
+    let rate = value.parse::<f64>().is_ok_and(|rate| (0.0..=1.0).contains(&rate));
+    let (flag, valid) = match name {
+        "latency-ms" => ("--fault-latency-ms", whole),
+        "kill-after" => ("--fault-kill-after", whole),
+        "error-rate" => ("--fault-error-rate", rate),
+        "lost-ack-rate" => ("--fault-lost-ack-rate", rate),
+        other => {
+            return Err(format!(
+                "unknown fault {other:?}: latency-ms, error-rate, lost-ack-rate or kill-after"
+            ))
+        }
+    };
+    if !valid {
+        return Err(format!(
+            "{name}={value}: latency-ms and kill-after take whole numbers, the rates 0.0 to 1.0"
+        ));
+    }
+    Ok(Fault {
+        target: target.to_string(),
+        flag,
+        value: value.to_string(),
+    })
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if (0.0..=3600.0).contains(&secs) => Ok(secs),
+        _ => Err(format!("a delay is 0 to 3600 seconds, got {text:?}")),
+    }
 }
 
 /// One supervised process: how to start it and the running child.
@@ -51,6 +110,8 @@ struct Supervised {
     child: Option<Child>,
     /// Restart after exit (not the load generator, which ends by itself only on error).
     restart: bool,
+    /// When a dead child is due to start again.
+    restart_at: Option<Instant>,
 }
 
 /// How long each child gets to exit after SIGTERM before it is killed.
@@ -85,6 +146,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             command: make,
             child: None,
             restart,
+            restart_at: None,
         })
     };
 
@@ -106,7 +168,34 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             command
         }),
     );
-    let service = |binary: &str, extra: Vec<String>| -> Box<dyn Fn() -> Command + Send> {
+    let targets: Vec<String> = ["auth", "user", "order", "api-gateway", "inventory"]
+        .map(String::from)
+        .into_iter()
+        .chain((1..=args.inventory_instances).map(|n| format!("inventory-{n}")))
+        .collect();
+    if let Some(unknown) = args.faults.iter().find(|f| !targets.contains(&f.target)) {
+        anyhow::bail!(
+            "--fault {}: no such service; targets are {}",
+            unknown.target,
+            targets.join(", ")
+        );
+    }
+    // The fault flags of a service's instance (`inventory`, `inventory-2`).
+    let faults_of = |service: &str, instance: &str| -> Vec<String> {
+        args.faults
+            .iter()
+            .filter(|f| f.target == service || f.target == instance)
+            .flat_map(|f| [f.flag.to_string(), f.value.clone()])
+            .collect()
+    };
+    let service = |binary: &str, mut extra: Vec<String>| -> Box<dyn Fn() -> Command + Send> {
+        let name = binary.trim_start_matches("demo-");
+        let instance = extra
+            .iter()
+            .position(|arg| arg == "--instance-id")
+            .map_or(name, |i| extra[i + 1].as_str());
+        let faults = faults_of(name, instance);
+        extra.extend(faults);
         let (path, otlp, registry, dir) = (
             bin.join(binary),
             otlp.clone(),
@@ -190,10 +279,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     println!("  Ctrl-C stops everything");
     println!("  faults: PUT http://<service address>/admin/faults {{\"latency_ms\":200,\"error_rate\":0.3}}");
+    for fault in &args.faults {
+        println!(
+            "  fault at start: {} {} {}",
+            fault.target, fault.flag, fault.value
+        );
+    }
     let stopping = Arc::new(AtomicBool::new(false));
     let supervisor = {
         let stopping = stopping.clone();
-        tokio::task::spawn_blocking(move || supervise(processes, &stopping))
+        let delay = Duration::from_secs_f64(args.restart_delay);
+        tokio::task::spawn_blocking(move || supervise(processes, delay, &stopping))
     };
     crate::serve::shutdown_signal().await;
     println!("ducktrace demo: stopping");
@@ -213,28 +309,36 @@ fn start(process: &mut Supervised) {
     }
 }
 
-/// Starts everything in order, restarts what dies, and on `stopping` stops all in reverse order.
-fn supervise(mut processes: Vec<Supervised>, stopping: &AtomicBool) -> anyhow::Result<()> {
+/// Starts everything in order, restarts what dies `restart_delay` later (each on its own
+/// schedule), and on `stopping` stops all in reverse order.
+fn supervise(
+    mut processes: Vec<Supervised>,
+    restart_delay: Duration,
+    stopping: &AtomicBool,
+) -> anyhow::Result<()> {
     for process in &mut processes {
         start(process);
         // The collector and registry first, so the others find them at once.
         std::thread::sleep(Duration::from_millis(300));
     }
     while !stopping.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(100));
         for process in &mut processes {
+            if process.restart_at.is_some_and(|at| Instant::now() >= at) {
+                process.restart_at = None;
+                eprintln!("ducktrace demo: restarting {}", process.name);
+                start(process);
+            }
             let Some(child) = &mut process.child else { continue };
             if let Ok(Some(status)) = child.try_wait() {
                 process.child = None;
-                if process.restart && !stopping.load(Ordering::Relaxed) {
+                if process.restart {
                     eprintln!(
-                        "ducktrace demo: {} exited ({status}); restarting in 1 s",
-                        process.name
+                        "ducktrace demo: {} exited ({status}); restarting in {:.1} s",
+                        process.name,
+                        restart_delay.as_secs_f64()
                     );
-                    std::thread::sleep(Duration::from_secs(1));
-                    if !stopping.load(Ordering::Relaxed) {
-                        start(process);
-                    }
+                    process.restart_at = Some(Instant::now() + restart_delay);
                 }
             }
         }
@@ -266,4 +370,40 @@ fn wait_or_kill(name: &str, child: &mut Child, deadline: Instant) {
     eprintln!("ducktrace demo: {name} did not stop in time; killing it");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_flags_become_service_flags() {
+        let fault = parse_fault("inventory-2:kill-after=30").unwrap();
+        assert_eq!(
+            (fault.target.as_str(), fault.flag, fault.value.as_str()),
+            ("inventory-2", "--fault-kill-after", "30")
+        );
+        assert_eq!(
+            parse_fault("order:latency-ms=200").unwrap().flag,
+            "--fault-latency-ms"
+        );
+        assert_eq!(
+            parse_fault("inventory:error-rate=0.5").unwrap().flag,
+            "--fault-error-rate"
+        );
+        assert_eq!(
+            parse_fault("inventory:lost-ack-rate=1").unwrap().flag,
+            "--fault-lost-ack-rate"
+        );
+        for bad in [
+            "inventory",
+            "inventory:error-rate",
+            "inventory:error-rate=1.5",
+            "inventory:kill-after=-3",
+            "inventory:latency-ms=0.5",
+            "inventory:explode=1",
+        ] {
+            assert!(parse_fault(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -1,7 +1,11 @@
 //! deploy/k8s/ is consistent with the binaries it runs: every flag and environment variable it
 //! passes is one the binary's `--help` lists, every Service selects a Deployment and targets a
 //! port it exposes, every address a container is given names a Service port, and listen
-//! addresses match container ports. (Schema validation against a cluster is not done here.)
+//! addresses match container ports. Services find each other through DNS: every service that
+//! discovers does so in DNS mode, and its name pattern resolves each gRPC service to a headless
+//! Service of that service's Deployment. The Dockerfile at the root puts every binary used into
+//! the image and runs as the user the pods expect. (Schema validation against a cluster, and
+//! building the image, are not done here.)
 
 mod common;
 
@@ -110,7 +114,19 @@ fn k8s_manifests_match_the_binaries_and_each_other() {
         );
     };
 
+    // The services callers look up by name, each the Deployment running `demo-<name>`.
+    let grpc_services = ["auth", "user", "order", "inventory"];
+    // The image the manifests name is built by the Dockerfile at the root.
+    let dockerfile = std::fs::read_to_string(common::repo_path("Dockerfile")).unwrap();
+    let image_user: i64 = dockerfile
+        .lines()
+        .find_map(|line| line.strip_prefix("USER "))
+        .expect("the Dockerfile sets a USER")
+        .trim()
+        .parse()
+        .expect("a numeric USER, so that runAsNonRoot can check it");
     let mut binaries = BTreeSet::new();
+    let mut discovering = BTreeSet::new();
     for deployment in &deployments {
         let name = text(&deployment["metadata"]["name"]);
         let spec = &deployment["spec"];
@@ -124,6 +140,12 @@ fn k8s_manifests_match_the_binaries_and_each_other() {
                 assert!(claims.contains(claim), "{name}: claim {claim} is defined");
             }
         }
+        let security = &pod["securityContext"];
+        assert_eq!(
+            (security["runAsUser"].as_i64(), security["fsGroup"].as_i64()),
+            (Some(image_user), Some(image_user)),
+            "{name}: runs as the image's user, volumes writable for it"
+        );
         let containers = pod["containers"].as_vec().unwrap();
         assert_eq!(containers.len(), 1, "{name}");
         let container = &containers[0];
@@ -163,11 +185,52 @@ fn k8s_manifests_match_the_binaries_and_each_other() {
                 _ => {}
             }
         }
+        let env: BTreeMap<String, String> = container["env"]
+            .as_vec()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| Some((text(&v["name"]), v["value"].as_str()?.to_string())))
+            .collect();
+        if help.contains("[env: DEMO_DISCOVERY=") {
+            discovering.insert(name.clone());
+            assert_eq!(
+                env.get("DEMO_DISCOVERY").map(String::as_str),
+                Some("dns"),
+                "{name}: discovers through DNS in Kubernetes"
+            );
+            assert!(
+                !env.contains_key("DEMO_REGISTRY") && !env.contains_key("DEMO_ADVERTISE"),
+                "{name}: nothing registers in DNS mode"
+            );
+            let pattern = env
+                .get("DEMO_DNS_PATTERN")
+                .unwrap_or_else(|| panic!("{name}: DEMO_DNS_PATTERN is set"));
+            for callee in grpc_services {
+                let address = pattern.replace("{service}", callee);
+                reachable(&address, &name);
+                let (host, _) = host_port(&address);
+                let service = services
+                    .iter()
+                    .find(|s| s["metadata"]["name"].as_str() == Some(host.as_str()))
+                    .unwrap();
+                assert_eq!(
+                    service["spec"]["clusterIP"].as_str(),
+                    Some("None"),
+                    "{name}: {host} is headless, so its DNS name lists every pod"
+                );
+                let target = deployments
+                    .iter()
+                    .find(|d| d["spec"]["template"]["metadata"]["labels"] == service["spec"]["selector"])
+                    .unwrap_or_else(|| panic!("Service {host} selects no Deployment"));
+                assert_eq!(
+                    text(&target["spec"]["template"]["spec"]["containers"][0]["command"][0]),
+                    format!("demo-{callee}"),
+                    "{name}: the DNS name of {callee} leads to {callee}'s pods"
+                );
+            }
+        }
         for variable in container["env"].as_vec().into_iter().flatten() {
             let key = text(&variable["name"]);
-            if key == "POD_IP" {
-                continue; // only expanded into DEMO_ADVERTISE
-            }
             assert!(
                 help.contains(&format!("[env: {key}=")),
                 "{name}: {binary} reads no {key}"
@@ -180,11 +243,7 @@ fn k8s_manifests_match_the_binaries_and_each_other() {
                     container_ports.contains(&host_port(value).1),
                     "{name}: listens on a container port"
                 ),
-                "DEMO_ADVERTISE" => assert!(
-                    container_ports.contains(&host_port(value).1),
-                    "{name}: advertises its port"
-                ),
-                "DEMO_REGISTRY" | "OTEL_EXPORTER_OTLP_ENDPOINT" => reachable(value, &name),
+                "OTEL_EXPORTER_OTLP_ENDPOINT" => reachable(value, &name),
                 _ => {}
             }
         }
@@ -214,7 +273,6 @@ fn k8s_manifests_match_the_binaries_and_each_other() {
 
     let expected: BTreeSet<String> = [
         "ducktrace",
-        "demo-registry",
         "demo-auth",
         "demo-user",
         "demo-order",
@@ -224,7 +282,20 @@ fn k8s_manifests_match_the_binaries_and_each_other() {
     ]
     .map(String::from)
     .into();
-    assert_eq!(binaries, expected, "every process of the demo is deployed");
+    assert_eq!(
+        binaries, expected,
+        "every process of the demo is deployed (no registry: DNS finds the services)"
+    );
+    for binary in &binaries {
+        assert!(
+            dockerfile.contains(&format!("target/release/{binary} ")),
+            "the Dockerfile puts {binary} into the image"
+        );
+    }
+    let callers: BTreeSet<String> = ["api-gateway", "auth", "user", "order", "inventory"]
+        .map(String::from)
+        .into();
+    assert_eq!(discovering, callers, "every service takes the discovery flags");
     let inventory = deployments
         .iter()
         .find(|d| d["metadata"]["name"].as_str() == Some("inventory"))

@@ -15,6 +15,7 @@ use demo_contracts::{
 };
 use demo_kernel::{seed, ErrorCode};
 use demo_platform::db::Database;
+use demo_platform::faults::Faults;
 use demo_platform::grpc::error;
 use demo_platform::process::{CommonArgs, Process};
 use demo_platform::{broker, propagation};
@@ -58,7 +59,12 @@ impl Transport {
 #[derive(Clone)]
 struct InventoryService {
     db: Database,
+    /// For the consumer's injected fault: a lost acknowledgement.
+    faults: Faults,
 }
+
+/// How long JetStream waits before it redelivers an event that was not applied.
+const REDELIVER_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Why a reservation is refused; decided inside the transaction.
 enum Refusal {
@@ -180,7 +186,8 @@ impl InventoryService {
     /// Records demand per SKU from OrderCreated, and on OrderCancelled also releases the
     /// order's reservation — the guaranteed half of the saga's compensation. Each event is
     /// applied once, in the same transaction that records its id; answers whether it was a
-    /// duplicate.
+    /// duplicate. An injected lost acknowledgement (`--fault-lost-ack-rate`) fails the delivery
+    /// after the transaction committed, so the event comes again and is found a duplicate.
     async fn consume(&self, envelope: Envelope, transport: Transport) -> Result<bool, Status> {
         let producer = propagation::extract_map(&envelope.headers);
         let span = tracing::info_span!(
@@ -194,6 +201,7 @@ impl InventoryService {
             messaging.message.type = %envelope.event_type,
             messaging.consumer.duplicate = tracing::field::Empty,
             order.id = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
         );
         // A link, not a parent: the event is processed in its own trace (the relay's, or a new
         // one from JetStream), and the link leads back to the order request that produced it.
@@ -237,12 +245,17 @@ impl InventoryService {
             .instrument(span.clone())
             .await?;
         span.record("messaging.consumer.duplicate", !applied);
+        if span.in_scope(|| self.faults.lose_ack()) {
+            span.record("otel.status_code", "error");
+            return Err(Status::unavailable("acknowledgement lost (injected fault)"));
+        }
         Ok(!applied)
     }
 
     /// Consumes events from the durable JetStream pull consumer, forever: each message is
-    /// acknowledged after its transaction commits; one that fails is left unacknowledged and
-    /// redelivered by JetStream, one that can never be applied is terminated.
+    /// acknowledged after its transaction commits; one that fails is negatively acknowledged
+    /// and redelivered by JetStream after [`REDELIVER_AFTER`], one that can never be applied is
+    /// terminated.
     async fn consume_nats(self, stream: async_nats::jetstream::stream::Stream) -> anyhow::Result<()> {
         use async_nats::jetstream::{consumer::pull, AckKind};
         use futures_util::StreamExt as _;
@@ -274,7 +287,7 @@ impl InventoryService {
                     Err(status) if status.code() == tonic::Code::InvalidArgument => AckKind::Term,
                     Err(status) => {
                         tracing::warn!("nats: event not applied, will be redelivered: {status}");
-                        AckKind::Nak(None)
+                        AckKind::Nak(Some(REDELIVER_AFTER))
                     }
                 },
             };
@@ -316,7 +329,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let process = Process::start("inventory", args.common).await?;
     let db = Database::open(&process.args.data_dir, "inventory.sqlite", &schema())?;
-    let service = InventoryService { db };
+    let service = InventoryService {
+        db,
+        faults: process.faults.clone(),
+    };
     if let Some(url) = &args.nats_url {
         let (_, stream) = broker::connect(url, "orders").await?;
         let consumer = service.clone();

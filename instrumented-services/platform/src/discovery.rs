@@ -1,22 +1,33 @@
-//! Service discovery through the registry process: an instance registers its address with a
-//! time-to-live and renews it by heartbeat, deregistering on shutdown; callers resolve a service
-//! to its live instances (cached briefly) and take them in turn (round robin).
+//! Service discovery, in one of two modes ([`DiscoveryMode`]):
+//!
+//! - **registry** (the default): an instance registers its address with the registry process
+//!   with a time-to-live and renews it by heartbeat, deregistering on shutdown; callers ask the
+//!   registry for a service's live instances.
+//! - **dns** (Kubernetes): nothing registers; callers resolve a DNS name per service (a headless
+//!   Service has one A record per ready pod) with the system resolver.
+//!
+//! Either way callers cache the instance list briefly and take the instances in turn (round
+//! robin); the chosen instance becomes the `peer.instance.id` of the call's span.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use demo_contracts::registry_client::RegistryClient;
 use demo_contracts::{DeregisterRequest, HeartbeatRequest, Instance, RegisterRequest, ResolveRequest};
+use futures_util::future::BoxFuture;
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 
 /// How long a registration lives without a heartbeat; heartbeats come three times as often.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(6);
-/// How long a resolved instance list is reused before asking the registry again.
+/// How long a resolved instance list is reused before asking the registry (or DNS) again.
 const CACHE_FOR: Duration = Duration::from_secs(2);
 /// Time to open a connection to any instance.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// What `{service}` in a DNS name pattern stands for.
+const SERVICE_PLACEHOLDER: &str = "{service}";
 
 /// Why no instance could be chosen.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -25,8 +36,67 @@ pub enum DiscoveryError {
     BadAddress { address: String, reason: String },
     #[error("the registry did not answer: {0}")]
     Registry(String),
-    #[error("no live instance of {0} is registered")]
+    #[error("cannot resolve {name:?} (the DNS name of {service}): {reason}")]
+    Dns {
+        service: String,
+        name: String,
+        reason: String,
+    },
+    #[error("no live instance of {0} is known")]
     NoInstance(String),
+}
+
+/// Where callers find the instances of a service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DiscoveryMode {
+    /// Ask the registry process, where every instance registers itself.
+    #[default]
+    Registry,
+    /// Resolve the service's DNS name (e.g. a Kubernetes headless Service); nothing registers.
+    Dns,
+}
+
+/// The discovery flags every service takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DiscoveryArgs {
+    /// How to find other services: through the registry, or through DNS (Kubernetes).
+    #[arg(long, env = "DEMO_DISCOVERY", value_enum, default_value_t = DiscoveryMode::Registry)]
+    pub discovery: DiscoveryMode,
+    /// The registry's gRPC address (registry mode).
+    #[arg(long, env = "DEMO_REGISTRY", default_value = "127.0.0.1:50050")]
+    pub registry: String,
+    /// The `host:port` resolved for a service in DNS mode; `{service}` stands for its name.
+    #[arg(long, env = "DEMO_DNS_PATTERN", default_value = "{service}:50051",
+          value_parser = parse_dns_pattern)]
+    pub dns_pattern: String,
+    /// `service=host:port` for a service whose DNS name does not follow the pattern (DNS
+    /// mode); repeat the flag, or separate them with commas in the environment.
+    #[arg(long = "dns-name", env = "DEMO_DNS_NAMES", value_delimiter = ',',
+          value_parser = parse_dns_name)]
+    pub dns_names: Vec<(String, String)>,
+}
+
+fn parse_dns_pattern(text: &str) -> Result<String, String> {
+    match text.rsplit_once(':') {
+        Some((host, port)) if host.contains(SERVICE_PLACEHOLDER) && port.parse::<u16>().is_ok() => {
+            Ok(text.to_string())
+        }
+        _ => Err(format!(
+            "a DNS name pattern is host:port with {SERVICE_PLACEHOLDER} in the host, e.g. \
+             {SERVICE_PLACEHOLDER}.demo.svc.cluster.local:50051; got {text:?}"
+        )),
+    }
+}
+
+fn parse_dns_name(text: &str) -> Result<(String, String), String> {
+    let parsed = text.split_once('=').and_then(|(service, name)| {
+        let (host, port) = name.rsplit_once(':')?;
+        (!service.is_empty() && !host.is_empty() && port.parse::<u16>().is_ok())
+            .then(|| (service.to_string(), name.to_string()))
+    });
+    parsed.ok_or_else(|| {
+        format!("a DNS name is service=host:port, e.g. inventory=localhost:50061; got {text:?}")
+    })
 }
 
 fn channel(address: &str) -> Result<Channel, DiscoveryError> {
@@ -56,10 +126,29 @@ struct Cached {
     fetched: Instant,
 }
 
+/// Resolves a `host:port` name to socket addresses: the system resolver (tokio's
+/// `lookup_host`), or a fixed table in unit tests.
+type Lookup = fn(String) -> BoxFuture<'static, std::io::Result<Vec<SocketAddr>>>;
+
+fn system_lookup(name: String) -> BoxFuture<'static, std::io::Result<Vec<SocketAddr>>> {
+    Box::pin(async move { Ok(tokio::net::lookup_host(name).await?.collect()) })
+}
+
+/// Where the instance lists come from.
+#[derive(Clone)]
+enum Source {
+    Registry(RegistryClient<Channel>),
+    Dns {
+        pattern: String,
+        names: Arc<HashMap<String, String>>,
+        lookup: Lookup,
+    },
+}
+
 /// Resolves service names to instances; one per process, cheap to clone.
 #[derive(Clone)]
 pub struct Resolver {
-    registry: RegistryClient<Channel>,
+    source: Source,
     cache: Arc<Mutex<HashMap<String, Cached>>>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     /// Round-robin position per service, so turns of one service do not skip another's.
@@ -67,19 +156,30 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    /// `registry` is `host:port` or `http://host:port`; nothing connects until first use.
-    pub fn new(registry: &str) -> Result<Self, DiscoveryError> {
+    /// A resolver in the mode the flags choose; nothing connects or resolves until first use.
+    pub fn new(args: &DiscoveryArgs) -> Result<Self, DiscoveryError> {
+        let source = match args.discovery {
+            DiscoveryMode::Registry => Source::Registry(RegistryClient::new(channel(&args.registry)?)),
+            DiscoveryMode::Dns => Source::Dns {
+                pattern: args.dns_pattern.clone(),
+                names: Arc::new(args.dns_names.iter().cloned().collect()),
+                lookup: system_lookup,
+            },
+        };
         Ok(Self {
-            registry: RegistryClient::new(channel(registry)?),
+            source,
             cache: Arc::default(),
             channels: Arc::default(),
             turns: Arc::default(),
         })
     }
 
-    /// The registry's client, for registration.
-    pub fn registry(&self) -> RegistryClient<Channel> {
-        self.registry.clone()
+    /// The registry's client, for registration; `None` in DNS mode, where nothing registers.
+    pub fn registry(&self) -> Option<RegistryClient<Channel>> {
+        match &self.source {
+            Source::Registry(registry) => Some(registry.clone()),
+            Source::Dns { .. } => None,
+        }
     }
 
     /// The next instance of `service` in round-robin order.
@@ -124,20 +224,49 @@ impl Resolver {
                 return Ok(cached.instances.clone());
             }
         }
-        let mut instances = self
-            .registry
-            .clone()
-            .resolve(ResolveRequest {
-                service: service.to_string(),
-            })
-            .await
-            .map_err(|status| DiscoveryError::Registry(status.message().to_string()))?
-            .into_inner()
-            .instances;
+        let mut instances = match &self.source {
+            Source::Registry(registry) => {
+                registry
+                    .clone()
+                    .resolve(ResolveRequest {
+                        service: service.to_string(),
+                    })
+                    .await
+                    .map_err(|status| DiscoveryError::Registry(status.message().to_string()))?
+                    .into_inner()
+                    .instances
+            }
+            Source::Dns {
+                pattern,
+                names,
+                lookup,
+            } => {
+                let name = names
+                    .get(service)
+                    .cloned()
+                    .unwrap_or_else(|| pattern.replace(SERVICE_PLACEHOLDER, service));
+                let addresses = lookup(name.clone()).await.map_err(|error| DiscoveryError::Dns {
+                    service: service.to_string(),
+                    name,
+                    reason: error.to_string(),
+                })?;
+                // DNS knows no instance ids: an instance is its address.
+                addresses
+                    .into_iter()
+                    .map(|address| Instance {
+                        service: service.to_string(),
+                        instance_id: address.to_string(),
+                        address: address.to_string(),
+                    })
+                    .collect()
+            }
+        };
         if instances.is_empty() {
             return Err(DiscoveryError::NoInstance(service.to_string()));
         }
+        // A stable order for the turns; a resolver may also list an address twice.
         instances.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        instances.dedup_by(|a, b| a.instance_id == b.instance_id);
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(
             service.to_string(),
             Cached {
@@ -209,5 +338,101 @@ impl Registration {
         if let Err(status) = self.registry.deregister(request).await {
             tracing::warn!("could not deregister: {}", status.message());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names looked up by [`three_addresses`], in order.
+    static LOOKED_UP: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    /// A DNS answer with three addresses, one listed twice, out of order.
+    fn three_addresses(name: String) -> BoxFuture<'static, std::io::Result<Vec<SocketAddr>>> {
+        LOOKED_UP.lock().unwrap().push(name);
+        let answer = [
+            "127.0.0.3:7003",
+            "127.0.0.1:7001",
+            "127.0.0.2:7002",
+            "127.0.0.1:7001",
+        ];
+        Box::pin(async move { Ok(answer.iter().map(|a| a.parse().unwrap()).collect()) })
+    }
+
+    fn dns_args(names: &[&str]) -> DiscoveryArgs {
+        DiscoveryArgs {
+            discovery: DiscoveryMode::Dns,
+            registry: "127.0.0.1:50050".into(),
+            dns_pattern: "{service}.demo.svc.cluster.local:50051".into(),
+            dns_names: names.iter().map(|n| parse_dns_name(n).unwrap()).collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn dns_mode_takes_every_address_in_turn_and_caches_the_answer() {
+        let mut resolver = Resolver::new(&dns_args(&["user=users.example:9000"])).unwrap();
+        assert!(resolver.registry().is_none(), "nothing registers in DNS mode");
+        if let Source::Dns { lookup, .. } = &mut resolver.source {
+            *lookup = three_addresses;
+        }
+        let mut chosen = Vec::new();
+        for _ in 0..6 {
+            chosen.push(resolver.choose("inventory").await.unwrap().instance_id);
+        }
+        let first: Vec<&str> = chosen[..3].iter().map(String::as_str).collect();
+        let mut sorted = first.clone();
+        sorted.sort();
+        assert_eq!(sorted, ["127.0.0.1:7001", "127.0.0.2:7002", "127.0.0.3:7003"]);
+        assert_eq!(chosen[..3], chosen[3..], "round robin repeats the same order");
+        assert_eq!(
+            *LOOKED_UP.lock().unwrap(),
+            ["inventory.demo.svc.cluster.local:50051"],
+            "one lookup, then the cache"
+        );
+        let user = resolver.choose("user").await.unwrap();
+        assert_eq!(user.address, user.instance_id);
+        resolver.invalidate("inventory");
+        resolver.choose("inventory").await.unwrap();
+        assert_eq!(
+            LOOKED_UP.lock().unwrap()[1..],
+            ["users.example:9000", "inventory.demo.svc.cluster.local:50051"],
+            "a name given per service wins over the pattern; invalidating looks up again"
+        );
+    }
+
+    #[tokio::test]
+    async fn dns_mode_resolves_through_the_system_resolver() {
+        let resolver = Resolver::new(&dns_args(&["inventory=localhost:50099"])).unwrap();
+        let expected: Vec<String> = tokio::net::lookup_host("localhost:50099")
+            .await
+            .unwrap()
+            .map(|a| a.to_string())
+            .collect();
+        assert!(expected.contains(&"127.0.0.1:50099".to_string()), "{expected:?}");
+        let mut chosen: Vec<String> = Vec::new();
+        for _ in 0..expected.len() {
+            chosen.push(resolver.choose("inventory").await.unwrap().address);
+        }
+        chosen.sort();
+        let mut expected = expected;
+        expected.sort();
+        expected.dedup();
+        assert_eq!(chosen, expected, "each address of localhost once per round");
+        let unknown = resolver.choose("no-such-service.invalid").await.unwrap_err();
+        assert!(matches!(unknown, DiscoveryError::Dns { .. }), "{unknown}");
+    }
+
+    #[test]
+    fn dns_flags_are_checked() {
+        assert!(parse_dns_pattern("{service}:50051").is_ok());
+        assert!(parse_dns_pattern("inventory:50051").is_err(), "no placeholder");
+        assert!(parse_dns_pattern("{service}").is_err(), "no port");
+        assert_eq!(
+            parse_dns_name("auth=localhost:7000"),
+            Ok(("auth".to_string(), "localhost:7000".to_string()))
+        );
+        assert!(parse_dns_name("auth=localhost").is_err(), "no port");
+        assert!(parse_dns_name("localhost:7000").is_err(), "no service");
     }
 }

@@ -1,6 +1,6 @@
 //! The life of a demo service process, the same for all: common flags, telemetry, discovery
-//! and faults at start; serving until SIGINT/SIGTERM; then deregistering, draining and flushing
-//! spans. This is the services' binary edge, so errors here are `anyhow`.
+//! and faults at start; serving until SIGINT/SIGTERM (or an injected crash); then
+//! deregistering, draining and flushing spans. This is the services' binary edge, so errors here are `anyhow`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use demo_contracts::Instance;
 use tokio::net::TcpListener;
 
-use crate::discovery::{Registration, Resolver, DEFAULT_TTL};
+use crate::discovery::{DiscoveryArgs, Registration, Resolver, DEFAULT_TTL};
 use crate::faults::{FaultConfig, Faults};
 use crate::grpc::ServerLayer;
 use crate::telemetry::{self, ServiceIdentity, Telemetry};
@@ -20,9 +20,8 @@ pub struct CommonArgs {
     /// Where to listen; port 0 picks a free port.
     #[arg(long, env = "DEMO_LISTEN", default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
-    /// The registry's gRPC address.
-    #[arg(long, env = "DEMO_REGISTRY", default_value = "127.0.0.1:50050")]
-    pub registry: String,
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
     /// The address other services use to reach this one (default: the listen address).
     #[arg(long, env = "DEMO_ADVERTISE")]
     pub advertise: Option<String>,
@@ -69,8 +68,9 @@ impl Process {
         let listener = TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("{service}: cannot listen on {}", args.listen))?;
-        let resolver = Resolver::new(&args.registry)?;
+        let resolver = Resolver::new(&args.discovery)?;
         let faults = Faults::new(args.faults);
+        faults.arm_kill_timer();
         Ok(Self {
             identity,
             resolver,
@@ -85,8 +85,8 @@ impl Process {
         Ok(self.listener.local_addr()?)
     }
 
-    /// Serves `routes` (gRPC services) and the `/admin` endpoints, registered in the registry,
-    /// until a shutdown signal.
+    /// Serves `routes` (gRPC services) and the `/admin` endpoints, registered in the registry
+    /// (unless discovery is through DNS), until a shutdown signal.
     pub async fn serve_grpc(self, routes: tonic::service::Routes) -> anyhow::Result<()> {
         let local = self.local_addr()?;
         let address = self.args.advertise.clone().unwrap_or_else(|| local.to_string());
@@ -106,10 +106,15 @@ impl Process {
             instance_id: self.identity.instance_id.clone(),
             address,
         };
-        let registration = Registration::start(self.resolver.registry(), instance, DEFAULT_TTL).await;
+        let registration = match self.resolver.registry() {
+            Some(registry) => Some(Registration::start(registry, instance, DEFAULT_TTL).await),
+            None => None,
+        };
         announce(&self.identity, local);
         let served = server.await;
-        registration.deregister().await;
+        if let Some(registration) = registration {
+            registration.deregister().await;
+        }
         self.telemetry.shutdown();
         served?.context("gRPC server")
     }
