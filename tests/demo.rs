@@ -640,8 +640,8 @@ fn demo_services_find_each_other_through_dns() {
     let served = eventually(
         &ducktrace,
         "successful calls on every address of inventory's name",
-        "SELECT DISTINCT attributes['peer.instance.id'].str, attributes['server.address'].str
-         FROM spans WHERE span_kind = 'CLIENT' AND attributes['peer.service'].str = 'inventory'
+        "SELECT DISTINCT attributes['peer.instance.id'], attributes['server.address']
+         FROM spans WHERE span_kind = 'CLIENT' AND attributes['peer.service'] = 'inventory'
            AND status_code <> 'ERROR'",
         |rows| rows.len() >= expected.len(),
     );
@@ -699,20 +699,20 @@ fn demo_nats_redelivers_unacknowledged_events_and_applies_them_once() {
     // Per order: its OrderCreated's event ids, deliveries, applications (not duplicates),
     // deliveries left unacknowledged (ERROR), and the last delivery's duplicate flag and status.
     let deliveries = format!(
-        "SELECT attributes['order.id'].str AS order_id,
-                count(DISTINCT attributes['messaging.message.id'].str) AS event_ids,
+        "SELECT attributes['order.id'] AS order_id,
+                count(DISTINCT attributes['messaging.message.id']) AS event_ids,
                 count(*) AS deliveries,
-                count(*) FILTER (WHERE NOT attributes['messaging.consumer.duplicate'].bool) AS applied,
+                count(*) FILTER (WHERE NOT (attributes['messaging.consumer.duplicate'] = 'true')) AS applied,
                 count(*) FILTER (WHERE status_code = 'ERROR') AS unacknowledged,
-                arg_max(attributes['messaging.consumer.duplicate'].bool, start_time) AS last_duplicate,
+                arg_max((attributes['messaging.consumer.duplicate'] = 'true'), start_time) AS last_duplicate,
                 arg_max(status_code, start_time) AS last_status
          FROM spans
          WHERE span_name = 'orders process' AND span_kind = 'CONSUMER'
-           AND attributes['messaging.system'].str = 'nats'
-           AND attributes['messaging.operation.type'].str = 'process'
-           AND attributes['messaging.destination.name'].str = 'orders'
-           AND attributes['messaging.message.type'].str = 'OrderCreated'
-           AND attributes['order.id'].str IN ({in_list})
+           AND attributes['messaging.system'] = 'nats'
+           AND attributes['messaging.operation.type'] = 'process'
+           AND attributes['messaging.destination.name'] = 'orders'
+           AND attributes['messaging.message.type'] = 'OrderCreated'
+           AND attributes['order.id'] IN ({in_list})
          GROUP BY 1 ORDER BY 1"
     );
     let count = |row: &Vec<Json>, column: usize| row[column].as_i64().unwrap();
@@ -765,7 +765,7 @@ fn demo_nats_redelivers_unacknowledged_events_and_applies_them_once() {
         &format!(
             "SELECT count(*) FROM span_events e JOIN spans s USING (trace_id, span_id)
              WHERE e.name = 'fault.injected' AND s.span_name = 'orders process'
-               AND s.attributes['order.id'].str IN ({in_list})"
+               AND s.attributes['order.id'] IN ({in_list})"
         ),
     );
     let lost: i64 = settled.iter().map(|row| count(row, 4)).sum();
@@ -774,7 +774,7 @@ fn demo_nats_redelivers_unacknowledged_events_and_applies_them_once() {
         &ducktrace,
         &format!(
             "SELECT count(*) FROM spans s WHERE s.span_name = 'orders process'
-               AND s.attributes['order.id'].str IN ({in_list})
+               AND s.attributes['order.id'] IN ({in_list})
                AND NOT EXISTS (SELECT 1 FROM span_links l
                                JOIN spans p ON p.trace_id = l.linked_trace_id AND p.span_id = l.linked_span_id
                                WHERE l.trace_id = s.trace_id AND l.span_id = s.span_id
@@ -938,13 +938,13 @@ fn ducktrace_demo_restarts_a_service_crashed_by_a_fault_flag() {
         &ui,
         Duration::from_secs(60),
         "a call failing over from the crashed inventory-2 to inventory-1",
-        "SELECT list(attributes['peer.instance.id'].str ORDER BY start_time) AS instances,
+        "SELECT list(attributes['peer.instance.id'] ORDER BY start_time) AS instances,
                 list(status_code ORDER BY start_time) AS statuses,
-                list(attributes['retry.attempt'].int ORDER BY start_time) AS attempts,
+                list(CAST(attributes['retry.attempt'] AS BIGINT) ORDER BY start_time) AS attempts,
                 min(start_time)::VARCHAR
-         FROM spans WHERE span_kind = 'CLIENT' AND attributes['peer.service'].str = 'inventory'
+         FROM spans WHERE span_kind = 'CLIENT' AND attributes['peer.service'] = 'inventory'
          GROUP BY trace_id, parent_span_id, span_name
-         HAVING list_contains(list(attributes['peer.instance.id'].str), 'inventory-2')
+         HAVING list_contains(list(attributes['peer.instance.id']), 'inventory-2')
             AND list_contains(list(status_code), 'ERROR')",
         |rows| {
             rows.iter().any(|row| {
@@ -967,7 +967,7 @@ fn ducktrace_demo_restarts_a_service_crashed_by_a_fault_flag() {
         "inventory-2 serving again after its crash",
         &format!(
             "SELECT count(*) FROM spans WHERE service_name = 'inventory' AND span_kind = 'SERVER'
-               AND resource_attributes['service.instance.id'].str = 'inventory-2'
+               AND resource_attributes['service.instance.id'] = 'inventory-2'
                AND start_time > '{first_failure}'::TIMESTAMP_NS"
         ),
         |rows| rows[0][0].as_i64().unwrap() > 0,

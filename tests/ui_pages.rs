@@ -223,7 +223,10 @@ fn attribute_search_reads_indexed_blocks_and_the_unindexed_tail() {
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while server.sql("SELECT count(*) FROM attribute_blooms")["rows"][0][0] != 1 {
-        assert!(std::time::Instant::now() < deadline, "the first block got no Bloom filter");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first block got no Bloom filter"
+        );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     let trace = |seed: u8| format!("{seed:02x}{}", "07".repeat(15));
@@ -236,13 +239,73 @@ fn attribute_search_reads_indexed_blocks_and_the_unindexed_tail() {
             &trace(3),
         );
         for seed in 1..=3 {
-            assert!(body.contains(&trace(seed)), "index={value} misses trace {seed}: {body}");
+            assert!(
+                body.contains(&trace(seed)),
+                "index={value} misses trace {seed}: {body}"
+            );
         }
     }
-    for absent in ["index%3D5000", "http.route%3D%2Fy", "index%3D100%20http.route%3D%2Fy"] {
+    for absent in [
+        "index%3D5000",
+        "http.route%3D%2Fy",
+        "index%3D100%20http.route%3D%2Fy",
+    ] {
         let (status, _, body) = get(&server.ui_url(&format!("/search?{HOSTILE_RANGE}&attributes={absent}")));
         assert_eq!(status, 200, "{body}");
         assert!(body.contains(r#"id="no-results""#), "{absent}: {body}");
+    }
+}
+
+#[test]
+fn attribute_search_newest_first_stops_early_and_stays_exact() {
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+    let server = Server::start();
+    // 20 traces of 8,192 spans, one block each, trace n starting n seconds later than trace 1;
+    // every trace has `index` 0..8191, and only trace 1 has `marker`.
+    for seed in 1..=20u8 {
+        let mut request = synthetic_request(seed, 8192);
+        for span in &mut request.resource_spans[0].scope_spans[0].spans {
+            span.start_time_unix_nano += u64::from(seed) * 1_000_000_000;
+            span.end_time_unix_nano += u64::from(seed) * 1_000_000_000;
+        }
+        if seed == 1 {
+            request.resource_spans[0].scope_spans[0].spans[0]
+                .attributes
+                .push(KeyValue {
+                    key: "marker".into(),
+                    value: Some(AnyValue {
+                        value: Some(Value::StringValue("first".into())),
+                    }),
+                    ..Default::default()
+                });
+        }
+        post_protobuf(&server, &request);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while server.sql("SELECT count(*) FROM attribute_blooms")["rows"][0][0] != 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every block got a Bloom filter"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let trace = |seed: u8| format!("{seed:02x}{}", "07".repeat(15));
+    let body = get_until(
+        &server,
+        &format!("/search?{HOSTILE_RANGE}&attributes=index%3D5&limit=3"),
+        &trace(20),
+    );
+    for seed in 1..=20 {
+        assert_eq!(body.contains(&trace(seed)), seed >= 18, "trace {seed}: {body}");
+    }
+    // The oldest block is read when the pair is only there, in every order.
+    for sort in ["recent", "longest", "spans"] {
+        let body = get_until(
+            &server,
+            &format!("/search?{HOSTILE_RANGE}&attributes=marker%3Dfirst&sort={sort}"),
+            &trace(1),
+        );
+        assert!(!body.contains(&trace(2)), "{sort}: {body}");
     }
 }
 

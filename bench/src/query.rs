@@ -94,7 +94,12 @@ impl Dataset {
         let row = rows.first().context("no summary row")?;
         let number = |i: usize| row.get(i).and_then(Json::as_i64).context("the store is empty");
         let (spans, first_s, last_s) = (number(0)? as u64, number(1)?, number(2)?);
-        let text = |i: usize| row.get(i).and_then(Json::as_str).map(str::to_string).context("the store is empty");
+        let text = |i: usize| {
+            row.get(i)
+                .and_then(Json::as_str)
+                .map(str::to_string)
+                .context("the store is empty")
+        };
         let (first_input, last_input) = (text(3)?, text(4)?);
         let texts = |rows: Vec<Vec<Json>>| -> Vec<String> {
             rows.into_iter()
@@ -357,7 +362,10 @@ pub async fn run(args: QueryArgs) -> Result<()> {
     let mut timings = vec![
         measure(&api, "trace by id", fast, || probes.trace_by_id()).await?,
         measure(&api, "search svc+op+dur+1h", fast, || probes.search()).await?,
-        measure(&api, "attribute user.id, search page", fast, || probes.attribute_search()).await?,
+        measure(&api, "attribute user.id, search page", fast, || {
+            probes.attribute_search()
+        })
+        .await?,
         measure(&api, "attribute user.id, SQL scan", slow, || probes.attribute()).await?,
         measure(&api, "dependencies 24 h", slow, || probes.dependencies()).await?,
     ];

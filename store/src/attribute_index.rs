@@ -38,7 +38,12 @@ fn index_full_blocks(conn: &Connection, lo: i64, hi: i64) -> Result<i64, StoreEr
     let first = (lo + 1) / BLOCK_ROWS;
     let end = (hi + 1) / BLOCK_ROWS;
     let mut pairs = conn.prepare_cached(DISTINCT_PAIRS)?;
-    let mut insert = conn.prepare_cached("INSERT INTO attribute_blooms VALUES (?, CAST(? AS BIT))")?;
+    let mut times = conn.prepare_cached(
+        "SELECT epoch_ns(min(start_time)), epoch_ns(max(start_time)) FROM span_data WHERE rowid BETWEEN ? AND ?",
+    )?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO attribute_blooms VALUES (?, make_timestamp_ns(?), make_timestamp_ns(?), CAST(? AS BIT))",
+    )?;
     for block in first..end {
         let start = block * BLOCK_ROWS;
         let mut hashes = Vec::new();
@@ -47,7 +52,11 @@ fn index_full_blocks(conn: &Connection, lo: i64, hi: i64) -> Result<i64, StoreEr
             let values = text_column(&batch, 1);
             hashes.extend((0..batch.num_rows()).map(|row| pair_hash(keys.value(row), values.value(row))));
         }
-        insert.execute(duckdb::params![block, bloom(&hashes)])?;
+        let (first_start, last_start): (i64, i64) = times
+            .query_row([start, start + BLOCK_ROWS - 1], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?;
+        insert.execute(duckdb::params![block, first_start, last_start, bloom(&hashes)])?;
     }
     Ok(end * BLOCK_ROWS - 1)
 }
@@ -88,35 +97,55 @@ fn bloom(hashes: &[u64]) -> Vec<u8> {
     bytes
 }
 
-/// The rowid ranges that may hold spans with attribute `key` = `value`: blocks whose filter has
-/// the pair (adjacent ones merged), then everything after the last indexed block.
-pub(crate) fn candidate_ranges(conn: &Connection, key: &str, value: &str) -> Result<Vec<(i64, i64)>, StoreError> {
+/// Spans that may hold an attribute pair: a run of rowids, and the latest start time in it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Block {
+    pub first_rowid: i64,
+    pub last_rowid: i64,
+    pub latest_start_ns: i64,
+}
+
+/// The blocks whose filter may hold `key` = `value` and whose spans started between `from_ns`
+/// and `to_ns`, newest first, after the spans not yet indexed (always a candidate).
+pub(crate) fn candidate_blocks(
+    conn: &Connection,
+    key: &str,
+    value: &str,
+    from_ns: i64,
+    to_ns: i64,
+) -> Result<Vec<Block>, StoreError> {
     let hash = pair_hash(key, value);
     let (h1, h2) = (hash & 0xffff_ffff, hash >> 32);
     let tests: Vec<String> = (0..PROBES)
         .map(|i| format!("get_bit(bloom, CAST(({h1}::BIGINT + {i} * {h2}::BIGINT) % bit_length(bloom) AS INTEGER)) = 1"))
         .collect();
     let sql = format!(
-        "SELECT block FROM attribute_blooms WHERE {} ORDER BY block",
+        "SELECT block, epoch_ns(last_start) FROM attribute_blooms
+         WHERE last_start >= make_timestamp_ns(?) AND first_start < make_timestamp_ns(?) AND {}
+         ORDER BY block DESC",
         tests.join(" AND ")
     );
-    let mut ranges: Vec<(i64, i64)> = Vec::new();
-    let mut statement = conn.prepare(&sql)?;
-    let mut rows = statement.query([])?;
-    while let Some(row) = rows.next()? {
-        let start = row.get::<_, i64>(0)? * BLOCK_ROWS;
-        match ranges.last_mut() {
-            Some((_, end)) if *end + 1 == start => *end = start + BLOCK_ROWS - 1,
-            _ => ranges.push((start, start + BLOCK_ROWS - 1)),
-        }
-    }
     let indexed: i64 = conn.query_row(
         "SELECT coalesce(max(CAST(value AS BIGINT)), -1) FROM ducktrace_meta WHERE key = ?",
         [ATTRIBUTE_BLOOMS.watermark_key()],
         |row| row.get(0),
     )?;
-    ranges.push((indexed + 1, i64::MAX));
-    Ok(ranges)
+    let mut blocks = vec![Block {
+        first_rowid: indexed + 1,
+        last_rowid: i64::MAX,
+        latest_start_ns: i64::MAX,
+    }];
+    let mut statement = conn.prepare(&sql)?;
+    let mut rows = statement.query([from_ns, to_ns])?;
+    while let Some(row) = rows.next()? {
+        let first_rowid = row.get::<_, i64>(0)? * BLOCK_ROWS;
+        blocks.push(Block {
+            first_rowid,
+            last_rowid: first_rowid + BLOCK_ROWS - 1,
+            latest_start_ns: row.get(1)?,
+        });
+    }
+    Ok(blocks)
 }
 
 #[cfg(test)]
@@ -125,15 +154,21 @@ mod tests {
 
     #[test]
     fn a_filter_holds_what_was_put_in() {
-        let hashes: Vec<u64> = (0..5000).map(|i| pair_hash("user.id", &format!("user-{i}"))).collect();
+        let hashes: Vec<u64> = (0..5000)
+            .map(|i| pair_hash("user.id", &format!("user-{i}")))
+            .collect();
         let filter = bloom(&hashes);
         let bits = filter.len() as u64 * 8;
-        let holds = |hash: u64| probes(hash, bits).all(|bit| filter[(bit / 8) as usize] & (0x80 >> (bit % 8)) != 0);
+        let holds =
+            |hash: u64| probes(hash, bits).all(|bit| filter[(bit / 8) as usize] & (0x80 >> (bit % 8)) != 0);
         assert!(hashes.iter().all(|&hash| holds(hash)));
         let false_positives = (5000..105_000)
             .filter(|i| holds(pair_hash("user.id", &format!("user-{i}"))))
             .count();
-        assert!(false_positives < 2000, "{false_positives} of 100000 absent pairs pass");
+        assert!(
+            false_positives < 2000,
+            "{false_positives} of 100000 absent pairs pass"
+        );
     }
 
     #[test]

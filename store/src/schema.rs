@@ -87,9 +87,12 @@ CREATE TABLE IF NOT EXISTS trace_summaries (
 );
 
 -- A Bloom filter of the key/value attribute pairs of each full block of 8192 spans (rowids
--- block * 8192 and up), for attribute search (attribute_index.rs).
+-- block * 8192 and up) and the block's start-time range, for attribute search
+-- (attribute_index.rs).
 CREATE TABLE IF NOT EXISTS attribute_blooms (
     block BIGINT NOT NULL,
+    first_start TIMESTAMP_NS NOT NULL,
+    last_start TIMESTAMP_NS NOT NULL,
     bloom BIT NOT NULL
 );
 

@@ -13,6 +13,7 @@ use std::str::FromStr;
 use duckdb::types::Value;
 use duckdb::Connection;
 
+use crate::attribute_index::{self, Block};
 use crate::ids::TraceId;
 use crate::StoreError;
 
@@ -221,7 +222,131 @@ pub struct Operation {
 }
 
 /// The traces matching `query`, in its order, at most `query.limit` of them.
+///
+/// With attribute filters, spans are read only from the blocks whose Bloom filters may hold the
+/// pairs (attribute_index.rs), newest first; for the newest-first order the search stops as
+/// soon as no older block can hold a trace recent enough to make the list.
 pub fn search(conn: &Connection, query: &TraceQuery) -> Result<Vec<TraceSummary>, StoreError> {
+    let Some(blocks) = attribute_blocks(conn, query)? else {
+        let spans =
+            (query.operation.is_some() || !query.attributes.is_empty()).then_some(SpanScope::TimeRange);
+        return summaries(conn, query, spans);
+    };
+    let mut found: Vec<String> = Vec::new();
+    let mut traces = Vec::new();
+    for (i, chunk) in blocks.chunks(RANGES_PER_SCAN).enumerate() {
+        found.extend(matching_traces(conn, query, chunk)?);
+        let last = (i + 1) * RANGES_PER_SCAN >= blocks.len();
+        if query.order != TraceOrder::MostRecent && !last {
+            continue;
+        }
+        traces = summaries(conn, query, Some(SpanScope::Traces(&found)))?;
+        let older_latest = blocks[((i + 1) * RANGES_PER_SCAN).min(blocks.len())..]
+            .iter()
+            .map(|block| block.latest_start_ns)
+            .max();
+        let full = traces.len() >= query.limit.min(MAX_LIMIT);
+        match (older_latest, traces.last()) {
+            (None, _) => break,
+            (Some(latest), Some(oldest_kept)) if full && oldest_kept.start_ns > latest => break,
+            _ => {}
+        }
+    }
+    Ok(traces)
+}
+
+/// Rowid ranges scanned per query when reading attribute-filtered blocks.
+const RANGES_PER_SCAN: usize = 16;
+
+/// Which spans the span-level filters (service, operation, attributes) are checked on.
+enum SpanScope<'a> {
+    /// Every span in the time range.
+    TimeRange,
+    /// Only these traces (UUID text), already found to match.
+    Traces(&'a [String]),
+}
+
+/// The candidate blocks of the most selective attribute filter, newest first, or `None` when
+/// there are no attribute filters or the blocks are too many to beat one scan of the range.
+fn attribute_blocks(conn: &Connection, query: &TraceQuery) -> Result<Option<Vec<Block>>, StoreError> {
+    let mut best: Option<Vec<Block>> = None;
+    let span_to_ns = query.to_ns.saturating_add(SPAN_SLACK_NS);
+    for filter in &query.attributes {
+        let blocks =
+            attribute_index::candidate_blocks(conn, &filter.key, &filter.value, query.from_ns, span_to_ns)?;
+        if best.as_ref().is_none_or(|best| blocks.len() < best.len()) {
+            best = Some(blocks);
+        }
+    }
+    Ok(best.filter(|blocks| query.order == TraceOrder::MostRecent || blocks.len() <= MAX_SCANNED_BLOCKS))
+}
+
+/// Beyond this many blocks, an order other than newest-first reads the whole time range at once.
+const MAX_SCANNED_BLOCKS: usize = 64;
+
+/// Span-level filters as SQL on `span_data`, with their parameters.
+fn span_filter(query: &TraceQuery) -> (String, Vec<Value>) {
+    let mut sql = String::from(
+        "SELECT trace_id FROM span_data
+         WHERE start_time >= make_timestamp_ns(?) AND start_time < make_timestamp_ns(?)",
+    );
+    let mut params = vec![
+        Value::BigInt(query.from_ns),
+        Value::BigInt(query.to_ns.saturating_add(SPAN_SLACK_NS)),
+    ];
+    if let Some(service) = &query.service {
+        sql.push_str(" AND service_name = ?");
+        params.push(Value::Text(service.clone()));
+    }
+    if let Some(operation) = &query.operation {
+        sql.push_str(" AND span_name = ?");
+        params.push(Value::Text(operation.clone()));
+    }
+    for filter in &query.attributes {
+        sql.push_str(" AND attributes[?] = ?");
+        params.push(Value::Text(filter.key.clone()));
+        params.push(Value::Text(filter.value.clone()));
+    }
+    (sql, params)
+}
+
+/// The ids (UUID text) of the traces with a span matching every span-level filter in these blocks: one
+/// scan per block, each pruned to its rowids.
+fn matching_traces(
+    conn: &Connection,
+    query: &TraceQuery,
+    blocks: &[Block],
+) -> Result<Vec<String>, StoreError> {
+    let (filter, params) = span_filter(query);
+    let branches: Vec<String> = blocks
+        .iter()
+        .map(|block| {
+            format!(
+                "{filter} AND rowid BETWEEN {} AND {}",
+                block.first_rowid, block.last_rowid
+            )
+        })
+        .collect();
+    let sql = format!(
+        "SELECT DISTINCT CAST(trace_id AS VARCHAR) FROM ({})",
+        branches.join(" UNION ALL ")
+    );
+    let all_params = std::iter::repeat_n(params, blocks.len()).flatten();
+    let mut statement = conn.prepare(&sql)?;
+    let ids = statement
+        .query_map(duckdb::params_from_iter(all_params), |row| {
+            row.get::<_, String>(0)
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(ids)
+}
+
+/// The summaries of matching traces, in the query's order, limited.
+fn summaries(
+    conn: &Connection,
+    query: &TraceQuery,
+    spans: Option<SpanScope<'_>>,
+) -> Result<Vec<TraceSummary>, StoreError> {
     let mut sql = String::from(
         "SELECT replace(CAST(trace_id AS VARCHAR), '-', ''), epoch_ns(start_time), duration_ns,
                 span_count, error_count, root_service, root_operation, root_has_parent,
@@ -245,43 +370,24 @@ pub fn search(conn: &Connection, query: &TraceQuery) -> Result<Vec<TraceSummary>
         sql.push_str(" AND map_contains(services, ?)");
         params.push(Value::Text(service.clone()));
     }
-    if query.operation.is_some() || !query.attributes.is_empty() {
-        // One scan of span_data per rowid range the attribute filters leave (see
-        // attribute_index.rs), or one scan of the whole time range.
-        let ranges = attribute_ranges(conn, &query.attributes)?;
-        let mut span_filter = String::from(
-            "SELECT trace_id FROM span_data
-             WHERE start_time >= make_timestamp_ns(?) AND start_time < make_timestamp_ns(?)",
-        );
-        let mut span_params = vec![
-            Value::BigInt(query.from_ns),
-            Value::BigInt(query.to_ns.saturating_add(SPAN_SLACK_NS)),
-        ];
-        if let Some(service) = &query.service {
-            span_filter.push_str(" AND service_name = ?");
-            span_params.push(Value::Text(service.clone()));
+    match spans {
+        None => {}
+        Some(SpanScope::TimeRange) => {
+            let (filter, span_params) = span_filter(query);
+            sql.push_str(&format!(" AND trace_id IN ({filter})"));
+            params.extend(span_params);
         }
-        if let Some(operation) = &query.operation {
-            span_filter.push_str(" AND span_name = ?");
-            span_params.push(Value::Text(operation.clone()));
-        }
-        for filter in &query.attributes {
-            span_filter.push_str(" AND attributes[?] = ?");
-            span_params.push(Value::Text(filter.key.clone()));
-            span_params.push(Value::Text(filter.value.clone()));
-        }
-        let branches: Vec<String> = match &ranges {
-            None => vec![span_filter.clone()],
-            Some(ranges) => ranges
-                .iter()
-                .map(|(first, last)| format!("{span_filter} AND rowid BETWEEN {first} AND {last}"))
-                .collect(),
-        };
-        sql.push_str(" AND trace_id IN (");
-        sql.push_str(&branches.join(" UNION ALL "));
-        sql.push(')');
-        for _ in &branches {
-            params.extend(span_params.iter().cloned());
+        Some(SpanScope::Traces(ids)) => {
+            // The ids came out of DuckDB as UUID text (hex digits and dashes): safe to inline.
+            let list: Vec<String> = ids.iter().map(|id| format!("'{id}'")).collect();
+            sql.push_str(&format!(
+                " AND trace_id IN ({})",
+                if list.is_empty() {
+                    "NULL".to_string()
+                } else {
+                    list.join(", ")
+                }
+            ));
         }
     }
     sql.push_str(" ORDER BY ");
@@ -316,23 +422,6 @@ pub fn search(conn: &Connection, query: &TraceQuery) -> Result<Vec<TraceSummary>
         });
     }
     Ok(traces)
-}
-
-/// Above this many candidate rowid ranges one scan of the time range is cheaper.
-const MAX_RANGES: usize = 64;
-
-/// The rowid ranges that can hold spans matching every attribute filter: those of the filter
-/// whose Bloom filters leave the fewest blocks; `None` means scan everything in the time range.
-fn attribute_ranges(conn: &Connection, filters: &[AttributeFilter]) -> Result<Option<Vec<(i64, i64)>>, StoreError> {
-    let mut best: Option<Vec<(i64, i64)>> = None;
-    for filter in filters {
-        let ranges = crate::attribute_index::candidate_ranges(conn, &filter.key, &filter.value)?;
-        let rows = |ranges: &[(i64, i64)]| -> i64 { ranges.iter().rev().skip(1).map(|(a, b)| b - a + 1).sum() };
-        if best.as_ref().is_none_or(|best| rows(&ranges) < rows(best)) {
-            best = Some(ranges);
-        }
-    }
-    Ok(best.filter(|ranges| ranges.len() <= MAX_RANGES))
 }
 
 /// Every service that sent spans, by name.
