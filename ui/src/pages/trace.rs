@@ -15,7 +15,7 @@ use ducktrace_store::{Reader, SpanId, TraceId};
 use serde::Deserialize;
 
 use super::chart::coord;
-use super::palette::service_class;
+use super::palette::Palette;
 use super::{blocking, links, render, time_range, units, PageError};
 
 /// Traces with more spans than this open only their top levels at first.
@@ -77,7 +77,7 @@ struct SpanRow {
     href: String,
     name: String,
     service: String,
-    colour: String,
+    colour: &'static str,
     kind: &'static str,
     duration: String,
     indent_px: usize,
@@ -129,7 +129,7 @@ struct LinkRow {
 struct SpanDetail {
     name: String,
     service: String,
-    colour: String,
+    colour: &'static str,
     kind: &'static str,
     status: &'static str,
     status_message: String,
@@ -161,14 +161,14 @@ struct MinimapBar {
     y: String,
     x: String,
     width: String,
-    colour: String,
+    colour: &'static str,
     error: bool,
 }
 
 struct Breakdown {
     label: String,
     service: String,
-    colour: String,
+    colour: &'static str,
     spans: usize,
     self_time: String,
     percent: String,
@@ -177,7 +177,7 @@ struct Breakdown {
 
 struct ServiceChip {
     name: String,
-    colour: String,
+    colour: &'static str,
     spans: usize,
 }
 
@@ -187,7 +187,7 @@ struct TracePage {
     active: &'static str,
     trace_id: String,
     root_service: String,
-    root_colour: String,
+    root_colour: &'static str,
     root_name: String,
     start: String,
     duration: String,
@@ -228,13 +228,23 @@ pub async fn page(
         critical: params.critical.as_deref().is_some_and(|v| !matches!(v, "" | "0")),
         expand_all: params.expand.as_deref() == Some("all"),
     };
-    let view = blocking(move || Ok(reader.trace_view(trace_id)?)).await?;
+    let (view, palette) = blocking(move || {
+        // The trace first: the list read after it names every service it holds.
+        let view = reader.trace_view(trace_id)?;
+        Ok((view, Palette::load(&reader)?))
+    })
+    .await?;
     let view = view.ok_or_else(|| PageError::NotFound(format!("trace {trace_id} is not stored")))?;
-    let page = trace_page(&view, selected, &options);
+    let page = trace_page(&view, selected, &options, &palette);
     render(StatusCode::OK, &page)
 }
 
-fn trace_page(view: &TraceView, selected: Option<SpanId>, options: &ViewOptions) -> TracePage {
+fn trace_page(
+    view: &TraceView,
+    selected: Option<SpanId>,
+    options: &ViewOptions,
+    palette: &Palette,
+) -> TracePage {
     let trace_id = view.trace_id;
     let total = view.duration_ns().max(1) as f64;
     let x_of = |ns: i64| (ns - view.start_ns) as f64 / total * BAR_UNITS;
@@ -284,7 +294,7 @@ fn trace_page(view: &TraceView, selected: Option<SpanId>, options: &ViewOptions)
             href: options.href(trace_id, id.as_deref(), options.critical, options.expand_all),
             name: span.name.clone(),
             service: span.service.clone(),
-            colour: service_class(&span.service),
+            colour: palette.class(&span.service),
             kind: span.kind,
             duration: units::duration(span.duration_ns),
             indent_px: (span.depth * INDENT_PX).min(MAX_INDENT_PX),
@@ -312,6 +322,7 @@ fn trace_page(view: &TraceView, selected: Option<SpanId>, options: &ViewOptions)
                 i,
                 self_times[i],
                 options,
+                palette,
             ))));
         }
     }
@@ -322,7 +333,7 @@ fn trace_page(view: &TraceView, selected: Option<SpanId>, options: &ViewOptions)
         .services()
         .into_iter()
         .map(|(name, spans)| ServiceChip {
-            colour: service_class(&name),
+            colour: palette.class(&name),
             name,
             spans,
         })
@@ -338,7 +349,7 @@ fn trace_page(view: &TraceView, selected: Option<SpanId>, options: &ViewOptions)
                 y: coord((i * minimap_height) as f64 / view.spans.len() as f64),
                 x: coord(x),
                 width: coord((x_of(span.end_ns()).clamp(0.0, BAR_UNITS) - x).max(1.0)),
-                colour: service_class(&span.service),
+                colour: palette.class(&span.service),
                 error: span.is_error(),
             }
         })
@@ -356,7 +367,7 @@ fn trace_page(view: &TraceView, selected: Option<SpanId>, options: &ViewOptions)
                     } else {
                         row.service.clone()
                     },
-                    colour: service_class(&row.service),
+                    colour: palette.class(&row.service),
                     service: row.service,
                     spans: row.spans,
                     self_time: units::duration(row.self_ns),
@@ -370,7 +381,7 @@ fn trace_page(view: &TraceView, selected: Option<SpanId>, options: &ViewOptions)
     TracePage {
         active: "search",
         trace_id: trace_id.to_string(),
-        root_colour: service_class(&root.service),
+        root_colour: palette.class(&root.service),
         root_service: root.service.clone(),
         root_name: root.name.clone(),
         start: time_range::timestamp(view.start_ns),
@@ -410,7 +421,13 @@ fn trace_page(view: &TraceView, selected: Option<SpanId>, options: &ViewOptions)
     }
 }
 
-fn span_detail(view: &TraceView, i: usize, self_ns: i64, options: &ViewOptions) -> SpanDetail {
+fn span_detail(
+    view: &TraceView,
+    i: usize,
+    self_ns: i64,
+    options: &ViewOptions,
+    palette: &Palette,
+) -> SpanDetail {
     let span: &SpanView = &view.spans[i];
     let duration = span.duration_ns.max(1) as f64;
     let parent_in_trace = span.parent_span_id.filter(|id| view.position(*id).is_some());
@@ -427,7 +444,7 @@ fn span_detail(view: &TraceView, i: usize, self_ns: i64, options: &ViewOptions) 
     SpanDetail {
         name: span.name.clone(),
         service: span.service.clone(),
-        colour: service_class(&span.service),
+        colour: palette.class(&span.service),
         kind: span.kind,
         status: span.status.as_str(),
         status_message: span.status_message.clone(),
