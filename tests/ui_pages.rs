@@ -302,6 +302,61 @@ fn trace_page_shows_the_tree_and_span_details_escaped() {
 }
 
 #[test]
+fn span_details_come_alone_as_on_the_page() {
+    let server = Server::start();
+    store_hostile_trace(&server);
+    let trace = "/trace/33333333333333333333333333333333";
+    let query = "?span=4444444444444444&critical=1";
+    let (status, headers, fragment) = get(&server.ui_url(&format!("{trace}/detail{query}")));
+    assert_eq!(status, 200, "{fragment}");
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(headers["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("script-src 'self'"));
+    assert_escaped(&fragment);
+    assert!(
+        fragment
+            .trim_start()
+            .starts_with(r#"<section class="detail" id="detail""#),
+        "only the details: {fragment}"
+    );
+    assert!(!fragment.contains("<html") && !fragment.contains(r#"id="waterfall""#));
+    assert!(fragment.contains(r#"<dd class="mono" id="detail-span-id">4444444444444444</dd>"#));
+    // Its links keep the page's options, as on the page.
+    assert!(
+        fragment.contains(r#"href="/trace/33333333333333333333333333333333?critical=1""#),
+        "closing keeps the critical path: {fragment}"
+    );
+    // The very markup the page has under the span's row.
+    let (_, _, page) = get(&server.ui_url(&format!("{trace}{query}")));
+    let start = page
+        .find(r#"<section class="detail""#)
+        .expect("details on the page");
+    let on_page = &page[start..start + page[start..].find("</section>").unwrap()];
+    assert!(fragment.contains(on_page), "{on_page}\n---\n{fragment}");
+
+    for (path, status, message) in [
+        (format!("{trace}/detail"), 400, "name the span"),
+        (format!("{trace}/detail?span=nothex"), 400, "16 hex digits"),
+        (
+            format!("{trace}/detail?span=0000000000000009"),
+            404,
+            "is not in trace",
+        ),
+        (
+            "/trace/0123456789abcdef0123456789abcdef/detail?span=4444444444444444".into(),
+            404,
+            "is not stored",
+        ),
+    ] {
+        let (got, _, body) = get(&server.ui_url(&path));
+        assert_eq!(got, status, "{path}: {body}");
+        assert!(body.contains(message), "{path}: {body}");
+    }
+}
+
+#[test]
 fn compare_lines_up_two_traces() {
     let server = Server::start();
     store_hostile_trace(&server);

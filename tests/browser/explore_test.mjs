@@ -77,27 +77,64 @@ try {
     check(await page.locator('#span-a000000000000002').isVisible(), 'Enter unfolds it again');
     await shot('trace');
 
-    // Span details: typed attributes, status, events.
+    // Span details, in place: the page stays (the marker on window survives), the address
+    // follows. Typed attributes, status, events.
+    const pageUrl = page.url();
+    await page.evaluate(() => { window.__samePage = true; });
+    const detailOf = async (spanId) => {
+      await page.waitForFunction((id) => document.querySelector('#detail-span-id')?.textContent === id, spanId);
+      check(await page.locator('section.detail').count() === 1, `one details section for ${spanId}`);
+      check(await page.locator(`#span-${spanId}.selected`).count() === 1, `${spanId} marked selected`);
+      check(page.url().includes(`?span=${spanId}`), `address names ${spanId}: ${page.url()}`);
+    };
     await page.locator('#span-a000000000000003 a.span-link').click();
-    await page.waitForSelector('#detail');
+    await detailOf('a000000000000003');
+    check(await page.evaluate(() => window.__samePage) === true, 'details shown without loading a page');
+    check(await page.locator('#span-a000000000000003 + #detail').count() === 1, 'details right under the row');
     check(await page.locator('#detail-status').innerText() === 'ERROR', 'status');
     check(await page.locator('#status-message').innerText() === 'card declined', 'status message');
     const amount = page.locator('#span-attributes tr', { hasText: 'amount' });
     check(await amount.locator('td.type').innerText() === 'double', 'typed attribute');
     check(await amount.locator('td.value').innerText() === '12.5', 'attribute value');
+    check((await page.locator('#critical-toggle').getAttribute('href')).includes('span=a000000000000003'),
+      'the critical path toggle keeps the selection');
     await shot('span');
-    await page.locator('#span-a000000000000002 a.span-link').click();
-    await page.waitForSelector('#detail');
+    // From the keyboard: Enter on a focused span link.
+    await page.locator('#span-a000000000000002 a.span-link').focus();
+    await page.keyboard.press('Enter');
+    await detailOf('a000000000000002');
+    check(await page.locator('#span-a000000000000002 + .kids > #detail').count() === 1, 'a fold shows details above its children');
     check((await page.locator('#span-events').innerText()).includes('retry'), 'event listed');
     check((await page.locator('#span-events').innerText()).includes('+80 ms'), 'event offset in the span');
+    // The parent link inside the details selects the parent in place too.
+    await page.locator('#detail a', { hasText: 'a000000000000001' }).click();
+    await detailOf('a000000000000001');
+    // Stored script in the fetched fragment stays text.
     await page.locator('#span-a000000000000005 a.span-link').click();
-    await page.waitForSelector('#detail');
+    await detailOf('a000000000000005');
     check((await page.locator('#span-attributes').innerText()).includes('<img src=x onerror=window.__xss=4>'), 'hostile key as text');
+    check((await page.locator('#span-attributes').innerText()).includes('"><svg onload=window.__xss=5>'), 'hostile value as text');
+    check((await page.locator('#detail-title').innerText()).includes('<script>window.__xss=3</script>'), 'hostile name as text');
+    check(await page.locator('#detail img, #detail script, #detail svg:not(.event-line)').count() === 0, 'no markup from span data');
     await noScriptRan(page, 'span details');
+    check(await page.evaluate(() => window.__samePage) === true, 'still the same page');
+    // A reload shows the same span from the address alone.
+    await page.reload();
+    check(await page.locator('#detail-span-id').innerText() === 'a000000000000005', 'reload keeps the span');
+    // Close, in place.
+    await page.evaluate(() => { window.__samePage = true; });
+    await page.locator('#detail a.close').click();
+    await page.waitForSelector('#detail', { state: 'detached' });
+    check(await page.evaluate(() => window.__samePage) === true, 'closed without loading a page');
+    check(!page.url().includes('span='), `address without a span: ${page.url()}`);
+    check(pageUrl.startsWith(page.url().split('#')[0]), `same trace: ${page.url()}`);
+    await page.locator('#span-a000000000000005 a.span-link').click();
+    await detailOf('a000000000000005');
 
     // Critical path on demand.
     await page.locator('#critical-toggle').click();
     await page.waitForSelector('.waterfall.critical');
+    check(await page.locator('#detail-span-id').innerText() === 'a000000000000005', 'the toggle kept the span');
     const critical = await page.locator('.row.crit').evaluateAll((rows) => rows.map((row) => row.id));
     check(critical.includes('span-a000000000000001') && critical.includes('span-a000000000000002'), `critical path: ${critical}`);
     await shot('critical');
@@ -106,6 +143,7 @@ try {
     await page.locator('#span-a000000000000004 a.span-link').click();
     await page.waitForSelector('#span-links');
     await page.locator('#span-links a.linked-span').click();
+    await page.waitForURL(`**/trace/${TRACE_B}?span=b000000000000004*`);
     await page.waitForSelector('#detail');
     check(page.url().includes(`/trace/${TRACE_B}?span=b000000000000004`), `on trace B: ${page.url()}`);
     check(await page.locator('#detail-span-id').innerText() === 'b000000000000004', 'linked span selected');

@@ -65,4 +65,81 @@
     details.open = open;
     for (const inner of details.querySelectorAll('details.node')) inner.open = open;
   });
+
+  // Span details in place: a link of this trace that selects a span (a row, a parent, a linked
+  // span of this trace) fetches only the details from /trace/{id}/detail and puts them under
+  // the span's row; "Close details" removes them. The address follows with replaceState, so a
+  // reload or a copied link shows the same. Enter on a focused link is a click, so the keyboard
+  // works the same; without this script the links load the page.
+  const toggles = Array.from(document.querySelectorAll('#critical-toggle, #expand-toggle'));
+  function removeDetails() {
+    const open = document.getElementById('detail');
+    if (open) open.remove();
+    for (const row of waterfall.querySelectorAll('.row.selected')) row.classList.remove('selected');
+    for (const link of waterfall.querySelectorAll('a.span-link[aria-current]')) link.removeAttribute('aria-current');
+  }
+  // The page's other links keep the selection, as the server would have written them.
+  function keepSelection(spanId) {
+    for (const toggle of toggles) {
+      const url = new URL(toggle.href);
+      if (spanId) url.searchParams.set('span', spanId); else url.searchParams.delete('span');
+      url.hash = spanId ? `span-${spanId}` : '';
+      toggle.href = url.href;
+    }
+  }
+  function showDetails(row, section) {
+    removeDetails();
+    row.classList.add('selected');
+    row.querySelector('a.span-link').setAttribute('aria-current', 'true');
+    if (row.tagName === 'SUMMARY') {
+      // A fold's details open at the top of its children.
+      row.parentElement.open = true;
+      row.nextElementSibling.prepend(section);
+    } else {
+      row.after(section);
+    }
+    section.scrollIntoView({ block: 'nearest' });
+  }
+  async function select(url) {
+    const spanId = url.searchParams.get('span');
+    const row = spanId && document.getElementById(`span-${spanId}`);
+    if (!row) return false;
+    const fragment = new URL(url);
+    fragment.pathname += '/detail';
+    fragment.hash = '';
+    const response = await fetch(fragment, { headers: { Accept: 'text/html' } });
+    if (!response.ok) return false;
+    // Parsed inert in a <template>: nothing in it loads or runs.
+    const template = document.createElement('template');
+    template.innerHTML = await response.text();
+    const section = template.content.querySelector('section.detail');
+    if (!section) return false;
+    for (let node = row.parentElement; node && node !== waterfall; node = node.parentElement) {
+      if (node.tagName === 'DETAILS') node.open = true;
+    }
+    showDetails(row, section);
+    return true;
+  }
+  waterfall.addEventListener('click', (event) => {
+    const link = event.target.closest('a[href]');
+    if (!link || event.defaultPrevented || event.button !== 0
+        || event.altKey || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    const url = new URL(link.href);
+    if (url.origin !== location.origin || url.pathname !== location.pathname) return;
+    event.preventDefault();
+    if (!url.searchParams.get('span')) {
+      removeDetails();
+      history.replaceState(null, '', url);
+      keepSelection(null);
+      return;
+    }
+    select(url).then((shown) => {
+      if (!shown) {
+        location.assign(url);
+        return;
+      }
+      history.replaceState(null, '', url);
+      keepSelection(url.searchParams.get('span'));
+    }, () => location.assign(url));
+  });
 })();

@@ -9,12 +9,12 @@
 
 use ducktrace_store::{search, Reader, StoreError};
 
-/// Mid-tone hues with enough contrast against white and against #0d1117, neighbours far apart
-/// in hue. The classes `c0`…`c11` of style.css carry the same colours, in the same order, for
+/// Mid-tone hues with enough contrast against white and against #0d1117, in an order where each
+/// is as far in hue as can be from those before it, so a few services look clearly apart. The classes `c0`…`c11` of style.css carry the same colours, in the same order, for
 /// HTML that may not set them inline.
 const SERVICE_COLOURS: [&str; 12] = [
-    "#3b82f6", "#f59e0b", "#10b981", "#8b5cf6", "#ec4899", "#14b8a6", "#f97316", "#6366f1", "#84cc16",
-    "#06b6d4", "#d946ef", "#a3a322",
+    "#3b82f6", "#f59e0b", "#d946ef", "#10b981", "#84cc16", "#ec4899", "#8b5cf6", "#06b6d4", "#a3a322",
+    "#6366f1", "#14b8a6", "#f97316",
 ];
 
 /// The style.css classes of [`SERVICE_COLOURS`], place for place.
@@ -98,6 +98,15 @@ mod tests {
             let class = palette.class(name);
             let place: usize = class[1..].parse().unwrap();
             assert_eq!(SERVICE_COLOURS[place], palette.colour(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_stylesheet_classes_carry_the_same_colours() {
+        let css = include_str!("../../static/style.css");
+        for (class, colour) in SERVICE_CLASSES.iter().zip(SERVICE_COLOURS) {
+            let rule = format!(".{class} {{ --svc: {colour}; }}");
+            assert!(css.contains(&rule), "{rule} missing from style.css");
         }
     }
 

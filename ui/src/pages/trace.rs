@@ -1,6 +1,7 @@
 //! `/trace/{trace_id}`: one trace as a waterfall of collapsible spans with a time ruler and a
-//! minimap; `?span=` opens one span's details under its row, `?critical=1` highlights the
-//! critical path, and self time is broken down by service and operation.
+//! minimap; `?span=` opens one span's details under its row (`/trace/{trace_id}/detail?span=`
+//! serves them alone, for explore.js to show in place), `?critical=1` highlights the critical
+//! path, and self time is broken down by service and operation.
 //!
 //! Everything is plain HTML and SVG: the tree folds with `<details>`, bar positions are SVG
 //! coordinates (the content security policy forbids inline styles), and selecting a span is a
@@ -211,32 +212,87 @@ struct TracePage {
     unknown_span: Option<String>,
 }
 
+/// What a request for a trace asks for, read and checked once for the page and the fragment.
+struct TraceRequest {
+    trace_id: TraceId,
+    selected: Option<SpanId>,
+    options: ViewOptions,
+}
+
+impl TraceRequest {
+    fn parse(trace_id: &str, params: &TraceParams) -> Result<Self, PageError> {
+        let trace_id: TraceId = trace_id
+            .parse()
+            .map_err(|e| PageError::BadRequest(format!("{e}")))?;
+        let selected: Option<SpanId> = match params.span.as_deref().filter(|s| !s.is_empty()) {
+            Some(text) => Some(text.parse().map_err(|e| PageError::BadRequest(format!("{e}")))?),
+            None => None,
+        };
+        let options = ViewOptions {
+            critical: params.critical.as_deref().is_some_and(|v| !matches!(v, "" | "0")),
+            expand_all: params.expand.as_deref() == Some("all"),
+        };
+        Ok(Self {
+            trace_id,
+            selected,
+            options,
+        })
+    }
+
+    /// The trace, and the colours of every service in the store.
+    async fn load(&self, reader: Reader) -> Result<(TraceView, Palette), PageError> {
+        let trace_id = self.trace_id;
+        let (view, palette) = blocking(move || {
+            // The trace first: the list read after it names every service it holds.
+            let view = reader.trace_view(trace_id)?;
+            Ok((view, Palette::load(&reader)?))
+        })
+        .await?;
+        let view = view.ok_or_else(|| PageError::NotFound(format!("trace {trace_id} is not stored")))?;
+        Ok((view, palette))
+    }
+}
+
 /// `GET /trace/{trace_id}?span=…&critical=1&expand=all`
 pub async fn page(
     State(reader): State<Reader>,
     Path(trace_id): Path<String>,
     Query(params): Query<TraceParams>,
 ) -> Result<Response, PageError> {
-    let trace_id: TraceId = trace_id
-        .parse()
-        .map_err(|e| PageError::BadRequest(format!("{e}")))?;
-    let selected: Option<SpanId> = match params.span.as_deref().filter(|s| !s.is_empty()) {
-        Some(text) => Some(text.parse().map_err(|e| PageError::BadRequest(format!("{e}")))?),
-        None => None,
-    };
-    let options = ViewOptions {
-        critical: params.critical.as_deref().is_some_and(|v| !matches!(v, "" | "0")),
-        expand_all: params.expand.as_deref() == Some("all"),
-    };
-    let (view, palette) = blocking(move || {
-        // The trace first: the list read after it names every service it holds.
-        let view = reader.trace_view(trace_id)?;
-        Ok((view, Palette::load(&reader)?))
-    })
-    .await?;
-    let view = view.ok_or_else(|| PageError::NotFound(format!("trace {trace_id} is not stored")))?;
-    let page = trace_page(&view, selected, &options, &palette);
+    let request = TraceRequest::parse(&trace_id, &params)?;
+    let (view, palette) = request.load(reader).await?;
+    let page = trace_page(&view, request.selected, &request.options, &palette);
     render(StatusCode::OK, &page)
+}
+
+/// One span's details alone: the markup the page shows under the span's row, from the same
+/// template, for explore.js to show in place without loading the whole page again.
+#[derive(Template)]
+#[template(source = r#"{% include "span_detail.html" %}"#, ext = "html")]
+struct DetailFragment {
+    detail: SpanDetail,
+}
+
+/// `GET /trace/{trace_id}/detail?span=…&critical=1&expand=all`: the details of one span as an
+/// HTML fragment, its links the same as on the page at `/trace/{trace_id}?span=…`.
+pub async fn detail(
+    State(reader): State<Reader>,
+    Path(trace_id): Path<String>,
+    Query(params): Query<TraceParams>,
+) -> Result<Response, PageError> {
+    let request = TraceRequest::parse(&trace_id, &params)?;
+    let span = request
+        .selected
+        .ok_or_else(|| PageError::BadRequest("name the span: ?span= and its 16 hex digits".into()))?;
+    let (view, palette) = request.load(reader).await?;
+    let i = view
+        .position(span)
+        .ok_or_else(|| PageError::NotFound(format!("span {span} is not in trace {}", view.trace_id)))?;
+    let self_ns = view.self_times()[i];
+    let fragment = DetailFragment {
+        detail: span_detail(&view, i, self_ns, &request.options, &palette),
+    };
+    render(StatusCode::OK, &fragment)
 }
 
 fn trace_page(
@@ -288,6 +344,8 @@ fn trace_page(
             || small
             || span.depth < OPEN_LEVELS
             || on_selected_path[i]
+            // Its details sit inside its fold.
+            || selected_index == Some(i)
             || (options.critical && critical_path[i]);
         let row = SpanRow {
             anchor: format!("span-{}", id.as_deref().unwrap_or("unknown")),
