@@ -64,7 +64,7 @@ try {
     check(await page.locator('#span-a000000000000003.failed').count() === 1, 'error row marked');
     const hostile = page.locator('#span-a000000000000005 .op');
     check(await hostile.innerText() === '<script>window.__xss=3</script>', 'script name shown as text');
-    check(await page.locator('.minimap rect').count() === 6, 'minimap has every span');
+    check(await page.locator('.minimap rect:not(.brush)').count() === 6, 'minimap has every span');
     check(await page.locator('#self-by-service tbody tr').count() === 6, 'self time for six services');
     await noScriptRan(page, 'trace');
 
@@ -138,6 +138,57 @@ try {
     const critical = await page.locator('.row.crit').evaluateAll((rows) => rows.map((row) => row.id));
     check(critical.includes('span-a000000000000001') && critical.includes('span-a000000000000002'), `critical path: ${critical}`);
     await shot('critical');
+
+    // Zoom: drag across the first fifth of the minimap (trace A lasts 300 ms).
+    await page.goto(`${base}/trace/${TRACE_A}`);
+    const svgBox = await page.locator('#minimap svg').boundingBox();
+    const midY = svgBox.y + svgBox.height / 2;
+    await page.mouse.move(svgBox.x + 0.5, midY);
+    await page.mouse.down();
+    await page.mouse.move(svgBox.x + svgBox.width * 0.1, midY, { steps: 4 });
+    check(await page.locator('#minimap-brush').getAttribute('visibility') === 'visible', 'the brush follows the drag');
+    await page.mouse.move(svgBox.x + svgBox.width * 0.2, midY, { steps: 4 });
+    await page.mouse.up();
+    await page.waitForURL(/[?&]to=/);
+    const zoomed = new URL(page.url()).searchParams;
+    const [from, to] = [Number(zoomed.get('from')), Number(zoomed.get('to'))];
+    check(from === 0 && Math.abs(to - 60) < 3, `dragged window: ${from}–${to} ms`);
+    check(await page.locator('#zoom-window').isVisible(), 'the window is named');
+    check(await page.locator('.minimap rect.shade').count() === 2, 'the minimap shades what is cut off');
+    const outside = await page.locator('.row.outside').evaluateAll((rows) => rows.map((row) => row.id).sort());
+    check(outside.join() === 'span-a000000000000004,span-a000000000000005,span-a000000000000006',
+      `spans after the window lose their bars: ${outside}`);
+    check(await page.locator('.row.outside .bar rect').count() === 0, 'no bars outside the window');
+    const rootBar = page.locator('#span-a000000000000001 .bar rect');
+    check(Number(await rootBar.getAttribute('x')) === 0 && Number(await rootBar.getAttribute('width')) === 1000,
+      `the root is clipped to the window: ${await rootBar.getAttribute('x')} ${await rootBar.getAttribute('width')}`);
+    const checkoutX = Number(await page.locator('#span-a000000000000002 .bar rect').getAttribute('x'));
+    const expectedX = (20 - from) / (to - from) * 1000;
+    check(Math.abs(checkoutX - expectedX) < 1, `checkout starts at 20 ms: x ${checkoutX}, expected ${expectedX}`);
+    const firstTick = await page.locator('.ruler span').first().innerText();
+    const lastTick = await page.locator('.ruler span').last().innerText();
+    check(!lastTick.startsWith('300'), `the ruler spans the window: ${firstTick} … ${lastTick}`);
+    await shot('zoom');
+    // Details open in place within the zoom, and the reset keeps the span.
+    await page.locator('#span-a000000000000003 a.span-link').click();
+    await detailOf('a000000000000003');
+    check(page.url().includes('to='), `the zoom stays: ${page.url()}`);
+    await page.locator('#zoom-reset').click();
+    await page.waitForURL((url) => !url.searchParams.has('to'));
+    check(await page.locator('.row.outside').count() === 0, 'reset shows every bar');
+    check(await page.locator('.minimap rect.shade').count() === 0, 'nothing shaded after reset');
+    check(await page.locator('#detail-span-id').innerText() === 'a000000000000003', 'reset keeps the span');
+    // The same from the form, and from a span's details.
+    await page.fill('#zoom-from', '0');
+    await page.fill('#zoom-to', '30');
+    await page.getByRole('button', { name: 'Zoom', exact: true }).click();
+    await page.waitForURL(/to=30/);
+    check(await page.locator('.row.outside').count() === 4, 'from the form: four spans start after 30 ms');
+    await page.locator('#detail a.zoom-to').click();
+    await page.waitForURL(/from=40&to=200/);
+    check((await page.locator('#zoom-window').innerText()).includes('+40 ms to +200 ms'),
+      `zoomed to the span: ${await page.locator('#zoom-window').innerText()}`);
+    await noScriptRan(page, 'zoom');
 
     // Follow the link from Reserve into trace B.
     await page.locator('#span-a000000000000004 a.span-link').click();

@@ -9,12 +9,13 @@
 
 use ducktrace_store::{search, Reader, StoreError};
 
-/// Mid-tone hues with enough contrast against white and against #0d1117, in an order where each
-/// is as far in hue as can be from those before it, so a few services look clearly apart. The classes `c0`…`c11` of style.css carry the same colours, in the same order, for
-/// HTML that may not set them inline.
+/// Mid-tone hues with enough contrast against white and against #0d1117, ordered so that the
+/// first few (most installations have few services) are far apart: blue, amber, green, pink,
+/// violet, lime, then the nearer shades. The classes `c0`…`c11` of style.css carry the same
+/// colours, in the same order, for HTML that may not set them inline.
 const SERVICE_COLOURS: [&str; 12] = [
-    "#3b82f6", "#f59e0b", "#d946ef", "#10b981", "#84cc16", "#ec4899", "#8b5cf6", "#06b6d4", "#a3a322",
-    "#6366f1", "#14b8a6", "#f97316",
+    "#3b82f6", "#f59e0b", "#10b981", "#ec4899", "#8b5cf6", "#84cc16", "#06b6d4", "#f97316", "#d946ef",
+    "#14b8a6", "#6366f1", "#a3a322",
 ];
 
 /// The style.css classes of [`SERVICE_COLOURS`], place for place.
