@@ -167,7 +167,7 @@
   const brush = document.getElementById('minimap-brush');
   const durationMs = Number(minimap.dataset.durationMs);
   if (!(durationMs > 0)) return;
-  document.getElementById('zoom-hint').textContent = 'Drag across the overview to zoom, or zoom to';
+  document.getElementById('zoom-hint').textContent = 'Drag across the overview to zoom, or show a window:';
   minimap.classList.add('draggable');
   let start = null;
   // The share of the trace under the pointer; the outermost pixels mean its very start and end.
