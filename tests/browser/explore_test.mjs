@@ -66,6 +66,10 @@ try {
     check(await hostile.innerText() === '<script>window.__xss=3</script>', 'script name shown as text');
     check(await page.locator('.minimap rect:not(.brush)').count() === 6, 'minimap has every span');
     check(await page.locator('#self-by-service tbody tr').count() === 6, 'self time for six services');
+    // Six services, six colours as drawn (db and inventory shared one when names were hashed).
+    const drawn = await page.locator('.chips .svc').evaluateAll(
+      (chips) => chips.map((chip) => getComputedStyle(chip).borderLeftColor));
+    check(drawn.length === 6 && new Set(drawn).size === 6, `one colour per service: ${drawn}`);
     await noScriptRan(page, 'trace');
 
     // Keyboard: a fold opens and closes with Enter.
