@@ -4,7 +4,7 @@
 mod common;
 
 use common::shop::{self, HOSTILE_OPERATION, HOSTILE_SERVICE};
-use common::{http_get, urlencode, Server};
+use common::{http_get, http_post, urlencode, Server};
 
 /// The `<tr>` of `body`'s table `table_id` that contains every one of `cells`.
 fn row<'a>(body: &'a str, table_id: &str, cells: &[&str]) -> &'a str {
@@ -245,4 +245,139 @@ fn unknown_services_and_bad_input_are_refused() {
         assert!(body.contains(reason), "{path}: {body}");
         assert!(!body.contains("<script>"), "{path}: {body}");
     }
+}
+
+/// For each `marker` in `body`: the name between the next `name_start` and `name_end` (trimmed),
+/// and the value between `marker` and `value_end`.
+fn pairs(
+    body: &str,
+    marker: &str,
+    value_end: &str,
+    name_start: &str,
+    name_end: &str,
+) -> Vec<(String, String)> {
+    body.split(marker)
+        .skip(1)
+        .map(|rest| {
+            let value = &rest[..rest.find(value_end).expect("the value ends")];
+            let name = &rest[rest.find(name_start).expect("a name follows") + name_start.len()..];
+            let name = &name[..name.find(name_end).expect("the name ends")];
+            (name.trim().to_string(), value.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn services_have_distinct_colours_the_same_on_every_page() {
+    let server = Server::start();
+    let shop = shop::send(&server, 4, 2);
+    let (_, css) = http_get(&server.ui_url("/static/style.css"));
+    // `.c3 { --svc: #8b5cf6; }`: the colour each class stands for.
+    let class_colour: std::collections::HashMap<String, String> = (0..12)
+        .map(|place| {
+            let rule = format!(".c{place} {{ --svc: ");
+            let at = css
+                .find(&rule)
+                .unwrap_or_else(|| panic!("{rule} in the stylesheet"))
+                + rule.len();
+            (format!("c{place}"), css[at..at + 7].to_string())
+        })
+        .collect();
+
+    // The trace pages: each service of a trace has its own colour, even inventory and db, which
+    // a hash of their names put on the same colour.
+    let store_db = r#"{"resourceSpans":[
+      {"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"inventory"}}]},
+       "scopeSpans":[{"spans":[{"traceId":"d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0","spanId":"00000000000000d1",
+         "name":"reserve","kind":2,"startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000000090000000"}]}]},
+      {"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"db"}}]},
+       "scopeSpans":[{"spans":[{"traceId":"d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0","spanId":"00000000000000d2",
+         "parentSpanId":"00000000000000d1","name":"UPDATE stock","kind":3,
+         "startTimeUnixNano":"1700000000010000000","endTimeUnixNano":"1700000000080000000"}]}]}]}"#;
+    let (status, _, _) = http_post(
+        &format!("{}/v1/traces", server.http_endpoint()),
+        &[("content-type", "application/json")],
+        store_db.as_bytes(),
+    );
+    assert_eq!(status, 200);
+    let mut in_trace = std::collections::HashMap::new();
+    for (trace_id, services) in [
+        (
+            shop.trace_ids[0].as_str(),
+            &["gateway", "auth", "orders", "inventory"][..],
+        ),
+        ("d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0", &["inventory", "db"][..]),
+    ] {
+        let (status, body) = http_get(&server.ui_url(&format!("/trace/{trace_id}")));
+        assert_eq!(status, 200, "{body}");
+        let chips = &body[body.find(r#"<dd class="chips">"#).expect("service chips")..];
+        let chips = &chips[..chips.find("</dd>").unwrap()];
+        let classes = pairs(chips, r#"<span class="svc "#, "\"", ">", "<");
+        for service in services {
+            assert!(
+                classes.iter().any(|(name, _)| name == service),
+                "{service} in {chips}"
+            );
+        }
+        let mut distinct: Vec<&String> = classes.iter().map(|(_, class)| class).collect();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), classes.len(), "one colour each: {classes:?}");
+        for (name, class) in classes {
+            assert_eq!(
+                in_trace.entry(name).or_insert_with(|| class.clone()),
+                &class,
+                "{trace_id}"
+            );
+        }
+    }
+    let colour_of = |service: &str| class_colour[&in_trace[service]].clone();
+
+    // Search results, the dependency graph, the services list and a service page agree.
+    let mut search = String::new();
+    for _ in 0..100 {
+        search = http_get(&server.ui_url("/search")).1;
+        if search.contains(&shop.trace_ids[0]) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let chips: Vec<(String, String)> = pairs(&search, r#"<span class="svc "#, "\"", ">", "<")
+        .into_iter()
+        .filter(|(service, _)| in_trace.contains_key(service))
+        .collect();
+    assert!(chips.len() >= 4, "{search}");
+    for (service, class) in chips {
+        assert_eq!(class_colour[&class], colour_of(&service), "search: {service}");
+    }
+    let (_, dependencies) = http_get(&server.ui_url("/dependencies"));
+    let nodes: Vec<(String, String)> = pairs(&dependencies, r#"<a class="node""#, "</a>", "<title>", "<")
+        .into_iter()
+        .map(|(name, node)| {
+            (
+                name,
+                node[node.find(r##"stroke="#"##).unwrap() + 8..][..7].to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(nodes.len(), 5, "{dependencies}");
+    for (service, hex) in nodes.iter().filter(|(name, _)| in_trace.contains_key(name)) {
+        assert_eq!(*hex, colour_of(service), "dependencies: {service}");
+    }
+    let (_, services) = http_get(&server.ui_url("/services"));
+    for service in in_trace.keys() {
+        let row = row(&services, "service-table", &[&format!(">{service}</a>")]);
+        assert!(
+            row.contains(&format!(r#"fill="{}""#, colour_of(service))),
+            "services: {row}"
+        );
+    }
+    let (_, page) = http_get(&server.ui_url("/services/inventory"));
+    assert!(
+        page.contains(&format!(
+            r#"rx="2" fill="{}"/></svg><span id="service-name">"#,
+            colour_of("inventory")
+        )),
+        "{page}"
+    );
 }

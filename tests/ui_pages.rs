@@ -398,6 +398,129 @@ fn trace_page_shows_the_tree_and_span_details_escaped() {
 }
 
 #[test]
+fn span_details_come_alone_as_on_the_page() {
+    let server = Server::start();
+    store_hostile_trace(&server);
+    let trace = "/trace/33333333333333333333333333333333";
+    let query = "?span=4444444444444444&critical=1";
+    let (status, headers, fragment) = get(&server.ui_url(&format!("{trace}/detail{query}")));
+    assert_eq!(status, 200, "{fragment}");
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(headers["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("script-src 'self'"));
+    assert_escaped(&fragment);
+    assert!(
+        fragment
+            .trim_start()
+            .starts_with(r#"<section class="detail" id="detail""#),
+        "only the details: {fragment}"
+    );
+    assert!(!fragment.contains("<html") && !fragment.contains(r#"id="waterfall""#));
+    assert!(fragment.contains(r#"<dd class="mono" id="detail-span-id">4444444444444444</dd>"#));
+    // Its links keep the page's options, as on the page.
+    assert!(
+        fragment.contains(r#"href="/trace/33333333333333333333333333333333?critical=1""#),
+        "closing keeps the critical path: {fragment}"
+    );
+    // The very markup the page has under the span's row.
+    let (_, _, page) = get(&server.ui_url(&format!("{trace}{query}")));
+    let start = page
+        .find(r#"<section class="detail""#)
+        .expect("details on the page");
+    let on_page = &page[start..start + page[start..].find("</section>").unwrap()];
+    assert!(fragment.contains(on_page), "{on_page}\n---\n{fragment}");
+
+    for (path, status, message) in [
+        (format!("{trace}/detail"), 400, "name the span"),
+        (format!("{trace}/detail?span=nothex"), 400, "16 hex digits"),
+        (
+            format!("{trace}/detail?span=0000000000000009"),
+            404,
+            "is not in trace",
+        ),
+        (
+            "/trace/0123456789abcdef0123456789abcdef/detail?span=4444444444444444".into(),
+            404,
+            "is not stored",
+        ),
+    ] {
+        let (got, _, body) = get(&server.ui_url(&path));
+        assert_eq!(got, status, "{path}: {body}");
+        assert!(body.contains(message), "{path}: {body}");
+    }
+}
+
+#[test]
+fn trace_zooms_to_a_window_without_script() {
+    let server = Server::start();
+    store_hostile_trace(&server);
+    // The root lasts 150 ms, its child runs from 10 to 100 ms.
+    let trace = "/trace/33333333333333333333333333333333";
+    let (status, _, body) = get(&server.ui_url(trace));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#"<form class="zoom" id="zoom-form""#), "{body}");
+    assert!(!body.contains(r#"id="zoom-reset""#), "not zoomed yet");
+    assert!(!body.contains(" outside"), "{body}");
+
+    let (status, _, body) = get(&server.ui_url(&format!("{trace}?from=110&to=150&span=4444444444444444")));
+    assert_eq!(status, 200, "{body}");
+    assert_escaped(&body);
+    assert!(
+        body.contains(r#"<div class="row leaf outside" id="span-5555555555555555""#),
+        "the child ends before the window: {body}"
+    );
+    assert!(body.contains("Showing +110 ms to +150 ms"), "{body}");
+    assert!(body.contains(r#"class="shade""#), "{body}");
+    let reset = &body[body.find(r#"id="zoom-reset" href=""#).expect("a reset link")..];
+    let reset = &reset[..reset.find('>').unwrap()];
+    assert!(
+        !reset.contains("from=") && reset.contains("span=4444444444444444"),
+        "{reset}"
+    );
+    // Every link of the page keeps the window: rows, toggles, the details' links.
+    let row_link = &body[body.find(r#"<a class="span-link" href="/trace/"#).unwrap()..];
+    let row_link = &row_link[..row_link.find('>').unwrap()];
+    assert!(
+        row_link.contains("from=110") && row_link.contains("to=150"),
+        "{row_link}"
+    );
+    assert!(
+        body.contains(r#"name="span" value="4444444444444444""#),
+        "the form keeps the span"
+    );
+    let (_, _, fragment) =
+        get(&server.ui_url(&format!("{trace}/detail?span=5555555555555555&from=110&to=150")));
+    let close = &fragment[fragment.find(r#"class="close" href=""#).expect("close link")..];
+    assert!(close[..close.find('>').unwrap()].contains("to=150"), "{close}");
+    let zoom_to = &fragment[fragment.find(r#"class="zoom-to" href=""#).expect("zoom link")..];
+    assert!(
+        zoom_to[..zoom_to.find('>').unwrap()].contains("from=10") && zoom_to.contains("to=100"),
+        "{zoom_to}"
+    );
+
+    // One end may be left out; the window is cut to the trace.
+    let (status, _, body) = get(&server.ui_url(&format!("{trace}?to=5")));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Showing +0 ns to +5 ms"), "{body}");
+    let (status, _, body) = get(&server.ui_url(&format!("{trace}?from=100&to=9999")));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Showing +100 ms to +150 ms"), "{body}");
+    for (query, message) in [
+        ("from=soon", "not a number of milliseconds"),
+        ("to=-5", "not a number of milliseconds"),
+        ("from=NaN", "not a number of milliseconds"),
+        ("from=50&to=20", "holds no time"),
+        ("from=200&to=300", "lasts 150 ms"),
+    ] {
+        let (status, _, body) = get(&server.ui_url(&format!("{trace}?{query}")));
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body.contains(message), "{query}: {body}");
+    }
+}
+
+#[test]
 fn compare_lines_up_two_traces() {
     let server = Server::start();
     store_hostile_trace(&server);

@@ -18,6 +18,7 @@ pub fn router(reader: Reader) -> Router {
         .route("/", get(pages::search::home))
         .route("/search", get(pages::search::page))
         .route("/trace/{trace_id}", get(pages::trace::page))
+        .route("/trace/{trace_id}/detail", get(pages::trace::detail))
         .route("/compare", get(pages::compare::page))
         .route("/static/explore.js", get(pages::explore_script))
         .route("/dependencies", get(pages::dependencies::page))

@@ -19,6 +19,9 @@ const PLOT_BOTTOM: f64 = HEIGHT - 28.0;
 const VALUE_TICKS: usize = 4;
 /// At most this many labels on the horizontal axis, so they never collide.
 const MAX_X_LABELS: usize = 7;
+/// The widest character of an 11px axis label, in viewBox units: a label centred on a tick
+/// closer than half its width to the chart's edge would be cut off, so it is left out.
+const TICK_CHAR_WIDTH: f64 = 7.0;
 
 /// What the values measure, which decides how they read on the axis and in tooltips.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,7 +186,12 @@ impl Chart {
             .iter()
             .map(|&value| Tick {
                 position: y_of(value),
-                label: unit.format(value),
+                // Zero needs no unit, and "0/s" under "0.3/min" would read as another scale.
+                label: if value == 0.0 {
+                    "0".into()
+                } else {
+                    unit.format(value)
+                },
             })
             .collect();
         let x_ticks = match &slots {
@@ -196,6 +204,9 @@ impl Chart {
                 .map(|(at_ns, label)| Tick {
                     position: plot.left + (at_ns - start_ns) as f64 / *step_ns as f64 * slot_width,
                     label,
+                })
+                .filter(|tick| {
+                    tick.position + tick.label.chars().count() as f64 * TICK_CHAR_WIDTH / 2.0 <= WIDTH
                 })
                 .collect(),
             Slots::Named(names) => {
@@ -402,6 +413,33 @@ mod tests {
         assert!(ticks.len() <= 6, "{ticks:?}");
         let ticks = nice_ticks(3_456_789.0, 4);
         assert_eq!(ticks[1], 1_000_000.0, "{ticks:?}");
+    }
+
+    #[test]
+    fn axis_labels_stay_inside_the_chart() {
+        const MINUTE: i64 = 60_000_000_000;
+        // 10:00:30 to 11:00:30: the 11:00 tick sits too close to the right edge for its label.
+        let start = 1_795_600_800 * 1_000_000_000 + MINUTE / 2;
+        let series = Series {
+            name: "requests".into(),
+            colour: "#000".into(),
+            values: vec![Some(1.0); 60],
+        };
+        let slots = Slots::Time {
+            start_ns: start,
+            step_ns: MINUTE,
+            count: 60,
+        };
+        let chart = Chart::new(
+            "Requests",
+            Unit::PerSecond,
+            Style::StackedBars,
+            slots,
+            vec![series],
+        );
+        let labels: Vec<&str> = chart.x_ticks.iter().map(|tick| tick.label.as_str()).collect();
+        assert_eq!(labels, ["10:10", "10:20", "10:30", "10:40", "10:50"]);
+        assert_eq!(chart.y_ticks[0].label, "0", "zero needs no unit");
     }
 
     #[test]

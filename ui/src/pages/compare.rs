@@ -9,7 +9,7 @@ use ducktrace_store::trace_compare::{compare, Change, PathStats};
 use ducktrace_store::trace_view::TraceView;
 use ducktrace_store::{Reader, TraceId};
 
-use super::palette::service_class;
+use super::palette::Palette;
 use super::{blocking, render, units, PageError};
 
 /// Pixels of indentation per level of the path tree.
@@ -24,7 +24,7 @@ struct TraceSide {
     trace_id: String,
     href: String,
     root_service: String,
-    root_colour: String,
+    root_colour: &'static str,
     root_name: String,
     duration: String,
     spans: usize,
@@ -32,13 +32,13 @@ struct TraceSide {
 }
 
 impl TraceSide {
-    fn new(letter: &'static str, view: &TraceView) -> Self {
+    fn new(letter: &'static str, view: &TraceView, palette: &Palette) -> Self {
         let root = &view.spans[view.roots.first().copied().unwrap_or(0)];
         Self {
             letter,
             trace_id: view.trace_id.to_string(),
             href: format!("/trace/{}", view.trace_id),
-            root_colour: service_class(&root.service),
+            root_colour: palette.class(&root.service),
             root_service: root.service.clone(),
             root_name: root.name.clone(),
             duration: units::duration(view.duration_ns()),
@@ -51,7 +51,7 @@ impl TraceSide {
 struct DiffRow {
     indent_px: usize,
     service: String,
-    colour: String,
+    colour: &'static str,
     operation: String,
     a: String,
     b: String,
@@ -118,7 +118,11 @@ pub async fn page(
         }
     };
     let (a, b) = (trace_id(a, "A")?, trace_id(b, "B")?);
-    let (view_a, view_b) = blocking(move || Ok((reader.trace_view(a)?, reader.trace_view(b)?))).await?;
+    let (view_a, view_b, palette) = blocking(move || {
+        let (view_a, view_b) = (reader.trace_view(a)?, reader.trace_view(b)?);
+        Ok((view_a, view_b, Palette::load(&reader)?))
+    })
+    .await?;
     let not_found = |id: TraceId| PageError::NotFound(format!("trace {id} is not stored"));
     let view_a = view_a.ok_or_else(|| not_found(a))?;
     let view_b = view_b.ok_or_else(|| not_found(b))?;
@@ -137,7 +141,7 @@ pub async fn page(
             let percent = row.delta_percent();
             DiffRow {
                 indent_px: (row.depth * INDENT_PX).min(MAX_INDENT_PX),
-                colour: service_class(&row.service),
+                colour: palette.class(&row.service),
                 service: row.service.clone(),
                 operation: row.operation.clone(),
                 a: side(row.a),
@@ -169,7 +173,10 @@ pub async fn page(
         .collect();
     let page = ComparePage {
         active: "search",
-        sides: [TraceSide::new("A", &view_a), TraceSide::new("B", &view_b)],
+        sides: [
+            TraceSide::new("A", &view_a, &palette),
+            TraceSide::new("B", &view_b, &palette),
+        ],
         rows,
         added,
         removed,

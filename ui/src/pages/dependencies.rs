@@ -9,8 +9,9 @@ use ducktrace_store::metrics::ServiceCallStats;
 use ducktrace_store::Reader;
 
 use super::graph::{self, EdgeSpec, Placed, Size};
+use super::palette::Palette;
 use super::time_range::{RangeParams, RangePicker, TimeRange};
-use super::{blocking, links, palette, render, units, PageError};
+use super::{blocking, links, render, units, PageError};
 
 /// Edges where at least this share of calls failed are marked as error-heavy.
 pub const ERROR_HEAVY: f64 = 0.05;
@@ -87,8 +88,9 @@ pub async fn page(
 ) -> Result<Response, PageError> {
     let range = TimeRange::from_params(&params)?;
     let window = range.window;
-    let calls = blocking(move || Ok(reader.service_calls(window)?)).await?;
-    let (graph, services) = graph_view(&calls, &range);
+    let (calls, palette) =
+        blocking(move || Ok((reader.service_calls(window)?, Palette::load(&reader)?))).await?;
+    let (graph, services) = graph_view(&calls, &range, &palette);
     let rows = calls.iter().map(|call| edge_row(call, &range)).collect();
     let page = DependenciesPage {
         active: "dependencies",
@@ -128,7 +130,11 @@ fn edge_row(call: &ServiceCallStats, range: &TimeRange) -> EdgeRow {
 
 /// Lays out the services and calls; `None` when there are no calls. Also returns the number
 /// of services drawn.
-fn graph_view(calls: &[ServiceCallStats], range: &TimeRange) -> (Option<GraphView>, usize) {
+fn graph_view(
+    calls: &[ServiceCallStats],
+    range: &TimeRange,
+    palette: &Palette,
+) -> (Option<GraphView>, usize) {
     if calls.is_empty() {
         return (None, 0);
     }
@@ -179,7 +185,7 @@ fn graph_view(calls: &[ServiceCallStats], range: &TimeRange) -> (Option<GraphVie
             name: name.to_string(),
             shown_name,
             href: links::service(name, None, range),
-            colour: palette::service_colour(name),
+            colour: palette.colour(name),
             place: *place,
         })
         .collect();
@@ -263,12 +269,15 @@ mod tests {
         assert_eq!(counts, "1,200 calls · 5% err");
         assert_eq!(latency, "p50 2 ms · p99 12 ms");
         let range = TimeRange::parse(&RangeParams::default(), 0).unwrap();
-        let (graph, services) = graph_view(&[call("a", "b", 1200, 60), call("b", "c", 10, 0)], &range);
+        let palette = Palette::new(vec!["a".into(), "b".into(), "c".into()]);
+        let calls = [call("a", "b", 1200, 60), call("b", "c", 10, 0)];
+        let (graph, services) = graph_view(&calls, &range, &palette);
         let graph = graph.unwrap();
         assert_eq!(services, 3);
         assert!(graph.edges[0].error_heavy && !graph.edges[1].error_heavy);
         assert!(graph.edges[0].width > graph.edges[1].width);
         assert_eq!(graph.nodes[0].href, "/services/a?lookback=1h");
+        assert_ne!(graph.nodes[0].colour, graph.nodes[1].colour);
         assert_eq!(shorten(&"x".repeat(40)).chars().count(), MAX_NAME_CHARS);
     }
 }

@@ -10,7 +10,7 @@ use ducktrace_store::Reader;
 use serde::Deserialize;
 
 use super::chart::coord;
-use super::palette::service_class;
+use super::palette::Palette;
 use super::time_range::{self, now_ns, Lookback};
 use super::{blocking, links, render, units, PageError};
 
@@ -194,7 +194,7 @@ struct ResultRow {
     trace_id: String,
     href: String,
     root_service: String,
-    root_colour: String,
+    root_colour: &'static str,
     root_operation: String,
     root_missing: bool,
     start: String,
@@ -208,7 +208,7 @@ struct ResultRow {
 
 struct ServiceChip {
     name: String,
-    colour: String,
+    colour: &'static str,
     spans: String,
 }
 
@@ -271,14 +271,14 @@ fn scatter(traces: &[TraceSummary]) -> Option<Scatter> {
     })
 }
 
-fn result_rows(traces: &[TraceSummary]) -> Vec<ResultRow> {
+fn result_rows(traces: &[TraceSummary], palette: &Palette) -> Vec<ResultRow> {
     let longest = traces.iter().map(|t| t.duration_ns).max().unwrap_or(1).max(1);
     traces
         .iter()
         .map(|trace| ResultRow {
             trace_id: trace.trace_id.to_string(),
             href: format!("/trace/{}", trace.trace_id),
-            root_colour: service_class(&trace.root_service),
+            root_colour: palette.class(&trace.root_service),
             root_service: trace.root_service.clone(),
             root_operation: trace.root_operation.clone(),
             root_missing: trace.root_missing,
@@ -291,7 +291,7 @@ fn result_rows(traces: &[TraceSummary]) -> Vec<ResultRow> {
                 .services
                 .iter()
                 .map(|s| ServiceChip {
-                    colour: service_class(&s.service),
+                    colour: palette.class(&s.service),
                     name: s.service.clone(),
                     spans: units::count(s.spans),
                 })
@@ -352,7 +352,7 @@ pub async fn page(
             Outcome::Found {
                 hit_limit: traces.len() >= limit,
                 scatter: scatter(&traces),
-                rows: result_rows(&traces),
+                rows: result_rows(&traces, &Palette::new(services.clone())),
             },
         ),
         Err(message) => (StatusCode::BAD_REQUEST, Outcome::Invalid(message)),

@@ -12,8 +12,9 @@ use ducktrace_store::Reader;
 use serde::Deserialize;
 
 use super::chart::{Chart, Series, Slots, Style, Unit};
+use super::palette::Palette;
 use super::time_range::{RangeParams, RangePicker, TimeRange};
-use super::{blocking, links, palette, render, units, PageError};
+use super::{blocking, links, render, units, PageError};
 
 /// Timelines get at most this many slots, so bars stay wide enough to see and hover.
 const MAX_SLOTS: i64 = 60;
@@ -87,13 +88,14 @@ pub async fn list(
 ) -> Result<Response, PageError> {
     let range = TimeRange::from_params(&params)?;
     let window = range.window;
-    let services = blocking(move || Ok(reader.services(window)?)).await?;
+    let (services, palette) =
+        blocking(move || Ok((reader.services(window)?, Palette::load(&reader)?))).await?;
     let rows = services
         .iter()
         .map(|service| ServiceRow {
             name: service.name.clone(),
             href: links::service(&service.name, None, &range),
-            colour: palette::service_colour(&service.name),
+            colour: palette.colour(&service.name),
             idle: service.stats.requests == 0,
             stats: StatsView::new(&service.stats, window),
         })
@@ -161,6 +163,7 @@ struct ServiceData {
     timeline: Vec<TimelineSlot>,
     buckets: Vec<DurationBucket>,
     operations: Vec<OperationSummary>,
+    palette: Palette,
 }
 
 /// `GET /services/{name}?lookback=1h&operation=…`
@@ -178,6 +181,7 @@ pub async fn detail(
         if !reader.service_exists(&service)? {
             return Ok(None);
         }
+        let palette = Palette::load(&reader)?;
         let filter = RequestFilter {
             service: &service,
             operation: chosen.as_deref(),
@@ -190,6 +194,7 @@ pub async fn detail(
             timeline: reader.timeline(filter, window, step_ns)?,
             buckets: reader.duration_buckets(filter, window)?,
             operations: reader.operations(&service, window)?,
+            palette,
         }))
     })
     .await?
@@ -237,7 +242,7 @@ pub async fn detail(
         },
     ];
 
-    let colour = palette::service_colour(&name);
+    let colour = data.palette.colour(&name);
     let charts = red_charts(&data.timeline, window, step_ns, colour);
     let histogram = duration_histogram(&data.buckets, colour);
     let rows: Vec<OperationRow> = data

@@ -1,6 +1,7 @@
 //! `/trace/{trace_id}`: one trace as a waterfall of collapsible spans with a time ruler and a
-//! minimap; `?span=` opens one span's details under its row, `?critical=1` highlights the
-//! critical path, and self time is broken down by service and operation.
+//! minimap; `?span=` opens one span's details under its row (`/trace/{trace_id}/detail?span=`
+//! serves them alone, for explore.js to show in place), `?critical=1` highlights the critical
+//! path, and self time is broken down by service and operation.
 //!
 //! Everything is plain HTML and SVG: the tree folds with `<details>`, bar positions are SVG
 //! coordinates (the content security policy forbids inline styles), and selecting a span is a
@@ -15,7 +16,7 @@ use ducktrace_store::{Reader, SpanId, TraceId};
 use serde::Deserialize;
 
 use super::chart::coord;
-use super::palette::service_class;
+use super::palette::Palette;
 use super::{blocking, links, render, time_range, units, PageError};
 
 /// Traces with more spans than this open only their top levels at first.
@@ -40,20 +41,87 @@ pub struct TraceParams {
     span: Option<String>,
     critical: Option<String>,
     expand: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// The stretch of the trace the waterfall spreads across its width, in nanoseconds from the
+/// trace's start; spans outside it keep their rows but lose their bars.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Zoom {
+    from_ns: i64,
+    to_ns: i64,
+}
+
+impl Zoom {
+    /// The window `from`–`to` (milliseconds from the trace's start, as `?from=40&to=200.5`;
+    /// either may be left out) of a trace lasting `duration_ns`, cut to the trace. `None` when
+    /// both are left out.
+    fn resolve(from_ms: Option<f64>, to_ms: Option<f64>, duration_ns: i64) -> Result<Option<Self>, String> {
+        if from_ms.is_none() && to_ms.is_none() {
+            return Ok(None);
+        }
+        let ns = |ms: f64| ((ms * 1e6).round() as i64).clamp(0, duration_ns);
+        let zoom = Self {
+            from_ns: from_ms.map_or(0, ns),
+            to_ns: to_ms.map_or(duration_ns, ns),
+        };
+        if zoom.to_ns <= zoom.from_ns {
+            return Err(format!(
+                "the zoom window from {} to {} holds no time of this trace, which lasts {} ms",
+                from_ms.map_or("the start".into(), |ms| format!("{ms} ms")),
+                to_ms.map_or("the end".into(), |ms| format!("{ms} ms")),
+                millis(duration_ns)
+            ));
+        }
+        Ok(Some(zoom))
+    }
+
+    fn len_ns(self) -> i64 {
+        self.to_ns - self.from_ns
+    }
+}
+
+/// Reads a `from`/`to` parameter: milliseconds, not negative.
+fn millis_param(name: &str, text: Option<&str>) -> Result<Option<f64>, PageError> {
+    let Some(text) = text.map(str::trim).filter(|text| !text.is_empty()) else {
+        return Ok(None);
+    };
+    match text.parse::<f64>() {
+        Ok(ms) if ms.is_finite() && ms >= 0.0 => Ok(Some(ms)),
+        _ => Err(PageError::BadRequest(format!(
+            "{name}={text:?} is not a number of milliseconds from the trace's start"
+        ))),
+    }
+}
+
+/// `ns` as milliseconds for a link or a form: at most three decimals, no trailing zeros.
+fn millis(ns: i64) -> String {
+    let text = format!("{:.3}", ns as f64 / 1e6);
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// The page's options, kept in every link it makes.
+#[derive(Clone, Copy)]
 struct ViewOptions {
     critical: bool,
     expand_all: bool,
+    zoom: Option<Zoom>,
 }
 
 impl ViewOptions {
-    fn href(&self, trace_id: TraceId, span: Option<&str>, critical: bool, expand_all: bool) -> String {
+    /// This page with `span` selected.
+    fn href(&self, trace_id: TraceId, span: Option<&str>) -> String {
+        let (from, to) = self
+            .zoom
+            .map(|zoom| (millis(zoom.from_ns), millis(zoom.to_ns)))
+            .unwrap_or_default();
         let query = links::query([
             ("span", span.unwrap_or("")),
-            ("critical", if critical { "1" } else { "" }),
-            ("expand", if expand_all { "all" } else { "" }),
+            ("critical", if self.critical { "1" } else { "" }),
+            ("expand", if self.expand_all { "all" } else { "" }),
+            ("from", &from),
+            ("to", &to),
         ]);
         let anchor = span.map(|id| format!("#span-{id}")).unwrap_or_default();
         format!("/trace/{trace_id}{query}{anchor}")
@@ -74,10 +142,12 @@ enum Item {
 
 struct SpanRow {
     anchor: String,
+    /// Wholly outside the zoom window: the row stays, without a bar.
+    outside: bool,
     href: String,
     name: String,
     service: String,
-    colour: String,
+    colour: &'static str,
     kind: &'static str,
     duration: String,
     indent_px: usize,
@@ -129,7 +199,7 @@ struct LinkRow {
 struct SpanDetail {
     name: String,
     service: String,
-    colour: String,
+    colour: &'static str,
     kind: &'static str,
     status: &'static str,
     status_message: String,
@@ -155,20 +225,22 @@ struct SpanDetail {
     missing_parent: bool,
     outside_parent: bool,
     close_href: String,
+    /// The waterfall zoomed to this span.
+    zoom_href: Option<String>,
 }
 
 struct MinimapBar {
     y: String,
     x: String,
     width: String,
-    colour: String,
+    colour: &'static str,
     error: bool,
 }
 
 struct Breakdown {
     label: String,
     service: String,
-    colour: String,
+    colour: &'static str,
     spans: usize,
     self_time: String,
     percent: String,
@@ -177,8 +249,28 @@ struct Breakdown {
 
 struct ServiceChip {
     name: String,
-    colour: String,
+    colour: &'static str,
     spans: usize,
+}
+
+/// The zoom window as the minimap and its form show it.
+struct ZoomView {
+    from: String,
+    to: String,
+    /// The minimap's shades left and right of the window, in its units.
+    left_width: String,
+    right_x: String,
+    right_width: String,
+    reset_href: String,
+}
+
+/// The zoom form: the window typed in milliseconds, and the page's other options kept.
+struct ZoomForm {
+    action: String,
+    duration_ms: String,
+    from_ms: String,
+    to_ms: String,
+    keep: Vec<(&'static str, String)>,
 }
 
 #[derive(Template)]
@@ -187,7 +279,7 @@ struct TracePage {
     active: &'static str,
     trace_id: String,
     root_service: String,
-    root_colour: String,
+    root_colour: &'static str,
     root_name: String,
     start: String,
     duration: String,
@@ -201,6 +293,8 @@ struct TracePage {
     items: Vec<Item>,
     minimap: Vec<MinimapBar>,
     minimap_height: usize,
+    zoom: Option<ZoomView>,
+    zoom_form: ZoomForm,
     by_service: Vec<Breakdown>,
     by_operation: Vec<Breakdown>,
     critical: bool,
@@ -211,33 +305,113 @@ struct TracePage {
     unknown_span: Option<String>,
 }
 
+/// What a request for a trace asks for, read and checked once for the page and the fragment.
+struct TraceRequest {
+    trace_id: TraceId,
+    selected: Option<SpanId>,
+    critical: bool,
+    expand_all: bool,
+    from_ms: Option<f64>,
+    to_ms: Option<f64>,
+}
+
+impl TraceRequest {
+    fn parse(trace_id: &str, params: &TraceParams) -> Result<Self, PageError> {
+        let trace_id: TraceId = trace_id
+            .parse()
+            .map_err(|e| PageError::BadRequest(format!("{e}")))?;
+        let selected: Option<SpanId> = match params.span.as_deref().filter(|s| !s.is_empty()) {
+            Some(text) => Some(text.parse().map_err(|e| PageError::BadRequest(format!("{e}")))?),
+            None => None,
+        };
+        Ok(Self {
+            trace_id,
+            selected,
+            critical: params.critical.as_deref().is_some_and(|v| !matches!(v, "" | "0")),
+            expand_all: params.expand.as_deref() == Some("all"),
+            from_ms: millis_param("from", params.from.as_deref())?,
+            to_ms: millis_param("to", params.to.as_deref())?,
+        })
+    }
+
+    /// The trace, the colours of every service in the store, and the options for this trace.
+    async fn load(&self, reader: Reader) -> Result<(TraceView, Palette, ViewOptions), PageError> {
+        let trace_id = self.trace_id;
+        let (view, palette) = blocking(move || {
+            // The trace first: the list read after it names every service it holds.
+            let view = reader.trace_view(trace_id)?;
+            Ok((view, Palette::load(&reader)?))
+        })
+        .await?;
+        let view = view.ok_or_else(|| PageError::NotFound(format!("trace {trace_id} is not stored")))?;
+        let options = ViewOptions {
+            critical: self.critical,
+            expand_all: self.expand_all,
+            zoom: Zoom::resolve(self.from_ms, self.to_ms, view.duration_ns())
+                .map_err(PageError::BadRequest)?,
+        };
+        Ok((view, palette, options))
+    }
+}
+
 /// `GET /trace/{trace_id}?span=…&critical=1&expand=all`
 pub async fn page(
     State(reader): State<Reader>,
     Path(trace_id): Path<String>,
     Query(params): Query<TraceParams>,
 ) -> Result<Response, PageError> {
-    let trace_id: TraceId = trace_id
-        .parse()
-        .map_err(|e| PageError::BadRequest(format!("{e}")))?;
-    let selected: Option<SpanId> = match params.span.as_deref().filter(|s| !s.is_empty()) {
-        Some(text) => Some(text.parse().map_err(|e| PageError::BadRequest(format!("{e}")))?),
-        None => None,
-    };
-    let options = ViewOptions {
-        critical: params.critical.as_deref().is_some_and(|v| !matches!(v, "" | "0")),
-        expand_all: params.expand.as_deref() == Some("all"),
-    };
-    let view = blocking(move || Ok(reader.trace_view(trace_id)?)).await?;
-    let view = view.ok_or_else(|| PageError::NotFound(format!("trace {trace_id} is not stored")))?;
-    let page = trace_page(&view, selected, &options);
+    let request = TraceRequest::parse(&trace_id, &params)?;
+    let (view, palette, options) = request.load(reader).await?;
+    let page = trace_page(&view, request.selected, &options, &palette);
     render(StatusCode::OK, &page)
 }
 
-fn trace_page(view: &TraceView, selected: Option<SpanId>, options: &ViewOptions) -> TracePage {
+/// One span's details alone: the markup the page shows under the span's row, from the same
+/// template, for explore.js to show in place without loading the whole page again.
+#[derive(Template)]
+#[template(source = r#"{% include "span_detail.html" %}"#, ext = "html")]
+struct DetailFragment {
+    detail: SpanDetail,
+}
+
+/// `GET /trace/{trace_id}/detail?span=…&critical=1&expand=all`: the details of one span as an
+/// HTML fragment, its links the same as on the page at `/trace/{trace_id}?span=…`.
+pub async fn detail(
+    State(reader): State<Reader>,
+    Path(trace_id): Path<String>,
+    Query(params): Query<TraceParams>,
+) -> Result<Response, PageError> {
+    let request = TraceRequest::parse(&trace_id, &params)?;
+    let span = request
+        .selected
+        .ok_or_else(|| PageError::BadRequest("name the span: ?span= and its 16 hex digits".into()))?;
+    let (view, palette, options) = request.load(reader).await?;
+    let i = view
+        .position(span)
+        .ok_or_else(|| PageError::NotFound(format!("span {span} is not in trace {}", view.trace_id)))?;
+    let self_ns = view.self_times()[i];
+    let fragment = DetailFragment {
+        detail: span_detail(&view, i, self_ns, &options, &palette),
+    };
+    render(StatusCode::OK, &fragment)
+}
+
+fn trace_page(
+    view: &TraceView,
+    selected: Option<SpanId>,
+    options: &ViewOptions,
+    palette: &Palette,
+) -> TracePage {
     let trace_id = view.trace_id;
-    let total = view.duration_ns().max(1) as f64;
-    let x_of = |ns: i64| (ns - view.start_ns) as f64 / total * BAR_UNITS;
+    let window = options.zoom.unwrap_or(Zoom {
+        from_ns: 0,
+        to_ns: view.duration_ns(),
+    });
+    // Waterfall positions spread the window over the bar area; the minimap keeps the whole trace.
+    let x_of =
+        |ns: i64| (ns - view.start_ns - window.from_ns) as f64 / window.len_ns().max(1) as f64 * BAR_UNITS;
+    let whole = view.duration_ns().max(1) as f64;
+    let minimap_x = |ns: i64| ((ns - view.start_ns) as f64 / whole * BAR_UNITS).clamp(0.0, BAR_UNITS);
     let critical_path = view.critical_path();
     let self_times = view.self_times();
     let selected_index = selected.and_then(|id| view.position(id));
@@ -274,23 +448,34 @@ fn trace_page(view: &TraceView, selected: Option<SpanId>, options: &ViewOptions)
         let id = span.span_id.map(|id| id.to_string());
         let start_x = x_of(span.start_ns).clamp(0.0, BAR_UNITS);
         let width = (x_of(span.end_ns()).clamp(0.0, BAR_UNITS) - start_x).max(1.5);
+        let offset_ns = span.start_ns - view.start_ns;
+        let outside = offset_ns > window.to_ns || offset_ns + span.duration_ns < window.from_ns;
         let open = options.expand_all
             || small
             || span.depth < OPEN_LEVELS
             || on_selected_path[i]
+            // Its details sit inside its fold.
+            || selected_index == Some(i)
             || (options.critical && critical_path[i]);
         let row = SpanRow {
             anchor: format!("span-{}", id.as_deref().unwrap_or("unknown")),
-            href: options.href(trace_id, id.as_deref(), options.critical, options.expand_all),
+            outside,
+            href: options.href(trace_id, id.as_deref()),
             name: span.name.clone(),
             service: span.service.clone(),
-            colour: service_class(&span.service),
+            colour: palette.class(&span.service),
             kind: span.kind,
             duration: units::duration(span.duration_ns),
             indent_px: (span.depth * INDENT_PX).min(MAX_INDENT_PX),
             bar_x: coord(start_x),
             bar_width: coord(width),
-            event_xs: span.events.iter().map(|e| coord(x_of(e.time_ns))).collect(),
+            event_xs: span
+                .events
+                .iter()
+                .map(|e| x_of(e.time_ns))
+                .filter(|x| (0.0..=BAR_UNITS).contains(x))
+                .map(coord)
+                .collect(),
             error: span.is_error(),
             critical: options.critical && critical_path[i],
             missing_parent: span.missing_parent,
@@ -312,6 +497,7 @@ fn trace_page(view: &TraceView, selected: Option<SpanId>, options: &ViewOptions)
                 i,
                 self_times[i],
                 options,
+                palette,
             ))));
         }
     }
@@ -322,7 +508,7 @@ fn trace_page(view: &TraceView, selected: Option<SpanId>, options: &ViewOptions)
         .services()
         .into_iter()
         .map(|(name, spans)| ServiceChip {
-            colour: service_class(&name),
+            colour: palette.class(&name),
             name,
             spans,
         })
@@ -333,12 +519,12 @@ fn trace_page(view: &TraceView, selected: Option<SpanId>, options: &ViewOptions)
         .iter()
         .enumerate()
         .map(|(i, span)| {
-            let x = x_of(span.start_ns).clamp(0.0, BAR_UNITS);
+            let x = minimap_x(span.start_ns);
             MinimapBar {
                 y: coord((i * minimap_height) as f64 / view.spans.len() as f64),
                 x: coord(x),
-                width: coord((x_of(span.end_ns()).clamp(0.0, BAR_UNITS) - x).max(1.0)),
-                colour: service_class(&span.service),
+                width: coord((minimap_x(span.end_ns()) - x).max(1.0)),
+                colour: palette.class(&span.service),
                 error: span.is_error(),
             }
         })
@@ -356,7 +542,7 @@ fn trace_page(view: &TraceView, selected: Option<SpanId>, options: &ViewOptions)
                     } else {
                         row.service.clone()
                     },
-                    colour: service_class(&row.service),
+                    colour: palette.class(&row.service),
                     service: row.service,
                     spans: row.spans,
                     self_time: units::duration(row.self_ns),
@@ -370,7 +556,7 @@ fn trace_page(view: &TraceView, selected: Option<SpanId>, options: &ViewOptions)
     TracePage {
         active: "search",
         trace_id: trace_id.to_string(),
-        root_colour: service_class(&root.service),
+        root_colour: palette.class(&root.service),
         root_service: root.service.clone(),
         root_name: root.name.clone(),
         start: time_range::timestamp(view.start_ns),
@@ -382,27 +568,57 @@ fn trace_page(view: &TraceView, selected: Option<SpanId>, options: &ViewOptions)
         outside_parents: view.spans.iter().filter(|s| s.outside_parent).count(),
         services,
         ruler: (0..=4)
-            .map(|quarter| units::duration(view.duration_ns() * quarter / 4))
+            .map(|quarter| units::duration(window.from_ns + window.len_ns() * quarter / 4))
             .collect(),
         items,
         minimap,
         minimap_height,
+        zoom: options.zoom.map(|zoom| {
+            let (left, right) = (
+                minimap_x(view.start_ns + zoom.from_ns),
+                minimap_x(view.start_ns + zoom.to_ns),
+            );
+            ZoomView {
+                from: units::duration(zoom.from_ns),
+                to: units::duration(zoom.to_ns),
+                left_width: coord(left),
+                right_x: coord(right),
+                right_width: coord(BAR_UNITS - right),
+                reset_href: ViewOptions {
+                    zoom: None,
+                    ..*options
+                }
+                .href(trace_id, selected_text.as_deref()),
+            }
+        }),
+        zoom_form: ZoomForm {
+            action: format!("/trace/{trace_id}"),
+            duration_ms: millis(view.duration_ns()),
+            from_ms: options.zoom.map(|zoom| millis(zoom.from_ns)).unwrap_or_default(),
+            to_ms: options.zoom.map(|zoom| millis(zoom.to_ns)).unwrap_or_default(),
+            keep: [
+                ("span", selected_text.clone().unwrap_or_default()),
+                ("critical", if options.critical { "1" } else { "" }.to_string()),
+                ("expand", if options.expand_all { "all" } else { "" }.to_string()),
+            ]
+            .into_iter()
+            .filter(|(_, value)| !value.is_empty())
+            .collect(),
+        },
         by_service: breakdown(false, usize::MAX),
         by_operation: breakdown(true, TOP_OPERATIONS),
         critical: options.critical,
-        critical_href: options.href(
-            trace_id,
-            selected_text.as_deref(),
-            !options.critical,
-            options.expand_all,
-        ),
+        critical_href: ViewOptions {
+            critical: !options.critical,
+            ..*options
+        }
+        .href(trace_id, selected_text.as_deref()),
         expand_all: options.expand_all,
-        expand_href: options.href(
-            trace_id,
-            selected_text.as_deref(),
-            options.critical,
-            !options.expand_all,
-        ),
+        expand_href: ViewOptions {
+            expand_all: !options.expand_all,
+            ..*options
+        }
+        .href(trace_id, selected_text.as_deref()),
         download_href: format!("/api/v3/traces/{trace_id}"),
         unknown_span: selected
             .filter(|_| selected_index.is_none())
@@ -410,7 +626,13 @@ fn trace_page(view: &TraceView, selected: Option<SpanId>, options: &ViewOptions)
     }
 }
 
-fn span_detail(view: &TraceView, i: usize, self_ns: i64, options: &ViewOptions) -> SpanDetail {
+fn span_detail(
+    view: &TraceView,
+    i: usize,
+    self_ns: i64,
+    options: &ViewOptions,
+    palette: &Palette,
+) -> SpanDetail {
     let span: &SpanView = &view.spans[i];
     let duration = span.duration_ns.max(1) as f64;
     let parent_in_trace = span.parent_span_id.filter(|id| view.position(*id).is_some());
@@ -427,21 +649,14 @@ fn span_detail(view: &TraceView, i: usize, self_ns: i64, options: &ViewOptions) 
     SpanDetail {
         name: span.name.clone(),
         service: span.service.clone(),
-        colour: service_class(&span.service),
+        colour: palette.class(&span.service),
         kind: span.kind,
         status: span.status.as_str(),
         status_message: span.status_message.clone(),
         error: span.is_error(),
         span_id: span.span_id.map(|id| id.to_string()).unwrap_or_default(),
         parent_span_id: span.parent_span_id.map(|id| id.to_string()).unwrap_or_default(),
-        parent_href: parent_in_trace.map(|id| {
-            options.href(
-                view.trace_id,
-                Some(&id.to_string()),
-                options.critical,
-                options.expand_all,
-            )
-        }),
+        parent_href: parent_in_trace.map(|id| options.href(view.trace_id, Some(&id.to_string()))),
         start: time_range::timestamp(span.start_ns),
         offset: units::duration(span.start_ns - view.start_ns),
         duration: units::duration(span.duration_ns),
@@ -492,6 +707,51 @@ fn span_detail(view: &TraceView, i: usize, self_ns: i64, options: &ViewOptions) 
         dropped,
         missing_parent: span.missing_parent,
         outside_parent: span.outside_parent,
-        close_href: options.href(view.trace_id, None, options.critical, options.expand_all),
+        close_href: options.href(view.trace_id, None),
+        zoom_href: (span.duration_ns > 0).then(|| {
+            let from_ns = (span.start_ns - view.start_ns).clamp(0, view.duration_ns());
+            let zoom = Zoom {
+                from_ns,
+                to_ns: (from_ns + span.duration_ns).min(view.duration_ns()),
+            };
+            ViewOptions {
+                zoom: (zoom.len_ns() > 0).then_some(zoom),
+                ..*options
+            }
+            .href(view.trace_id, span.span_id.map(|id| id.to_string()).as_deref())
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: i64 = 1_000_000;
+
+    #[test]
+    fn zoom_windows_are_cut_to_the_trace() {
+        assert_eq!(Zoom::resolve(None, None, 300 * MS), Ok(None));
+        let zoom = |from, to| Zoom::resolve(from, to, 300 * MS).map(|z| z.map(|z| (z.from_ns, z.to_ns)));
+        assert_eq!(zoom(Some(40.0), Some(200.5)), Ok(Some((40 * MS, 200_500_000))));
+        assert_eq!(zoom(Some(100.0), None), Ok(Some((100 * MS, 300 * MS))));
+        assert_eq!(zoom(None, Some(1e9)), Ok(Some((0, 300 * MS))));
+        assert!(zoom(Some(400.0), Some(500.0))
+            .unwrap_err()
+            .contains("lasts 300 ms"));
+        assert!(zoom(Some(50.0), Some(50.0))
+            .unwrap_err()
+            .contains("holds no time"));
+    }
+
+    #[test]
+    fn milliseconds_are_written_short() {
+        assert_eq!(millis(40 * MS), "40");
+        assert_eq!(millis(200_500_000), "200.5");
+        assert_eq!(millis(1_234), "0.001");
+        assert_eq!(millis(0), "0");
+        assert!(millis_param("from", Some("-1")).is_err());
+        assert_eq!(millis_param("from", Some(" 2.5 ")).unwrap(), Some(2.5));
+        assert_eq!(millis_param("from", Some("")).unwrap(), None);
     }
 }
