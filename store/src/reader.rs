@@ -15,44 +15,49 @@ use crate::ids::{SpanId, TraceId};
 use crate::summaries::TRACE_SUMMARIES;
 use crate::StoreError;
 
-/// Where one trace's spans can be: the time range its summary covers (`trace_summaries` holds
-/// every span up to the summarizer's watermark) and any span committed after that watermark.
-const TRACE_WINDOW: &str = "
-SELECT coalesce(epoch_ns(s.start_time), 9223372036854775807),
-       coalesce(epoch_ns(s.start_time) + s.duration_ns, -9223372036854775808),
-       w.watermark
-FROM (SELECT coalesce(max(CAST(value AS BIGINT)), -1) AS watermark
-      FROM ducktrace_meta WHERE key = ?) w
-LEFT JOIN trace_summaries s ON s.trace_id = CAST(? AS UUID)";
-
-/// The spans of a trace: a start-time range lets zone maps skip all row groups but the trace's
-/// own (trace ids are random, so a bare `trace_id =` scans every one), and the rowid range of
-/// spans not yet summarized is the tail of the table.
-const TRACE_SPANS: &str = "
-WITH found AS (
-    SELECT * FROM span_data
-    WHERE trace_id = CAST($1 AS UUID) AND rowid <= $4
-      AND start_time >= make_timestamp_ns($2) AND start_time <= make_timestamp_ns($3)
-    UNION ALL
-    SELECT * FROM span_data WHERE trace_id = CAST($1 AS UUID) AND rowid > $4
-)
-SELECT span_id, parent_span_id, epoch_ns(start_time), duration_ns, span_name, span_kind,
-       status_code, status_message, resource_id, scope_id, trace_state, flags, attributes,
-       attribute_types, dropped_attributes_count, events, dropped_events_count, links,
-       dropped_links_count
-FROM found
-ORDER BY resource_id, scope_id, start_time, span_id";
+/// Where one trace's spans can be, in two steps: `trace_summaries` covers every span up to the
+/// summarizer's watermark, and the few spans after it are looked up by rowid. Trace ids are
+/// random, so a bare `trace_id =` scans every row group; a start-time range lets zone maps skip
+/// all but the trace's own. Values are inlined because DuckDB turns only constants, not
+/// parameters, into the scan filters that prune.
+fn trace_window(conn: &Connection, id: &str) -> Result<Option<(i64, i64)>, StoreError> {
+    let watermark: i64 = conn.query_row(
+        "SELECT coalesce(max(CAST(value AS BIGINT)), -1) FROM ducktrace_meta WHERE key = ?",
+        [TRACE_SUMMARIES.watermark_key()],
+        |row| row.get(0),
+    )?;
+    let sql = format!(
+        "SELECT min(lo), max(hi) FROM (
+             SELECT epoch_ns(start_time) AS lo, epoch_ns(start_time) + duration_ns AS hi
+             FROM trace_summaries WHERE trace_id = CAST('{id}' AS UUID)
+             UNION ALL
+             SELECT epoch_ns(start_time), epoch_ns(start_time)
+             FROM span_data WHERE rowid > {watermark} AND trace_id = CAST('{id}' AS UUID))"
+    );
+    let window: (Option<i64>, Option<i64>) =
+        conn.query_row(&sql, [], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(window.0.zip(window.1))
+}
 
 /// All spans of one trace grouped by resource and scope, or an empty list when none is stored.
 pub fn trace(conn: &Connection, trace_id: TraceId) -> Result<Vec<ResourceSpans>, StoreError> {
+    // Hex digits only (a parsed id), safe to inline.
     let id = trace_id.to_string();
-    let (from_ns, to_ns, watermark): (i64, i64, i64) = conn
-        .prepare_cached(TRACE_WINDOW)?
-        .query_row(duckdb::params![TRACE_SUMMARIES.watermark_key(), id], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })?;
-    let mut statement = conn.prepare_cached(TRACE_SPANS)?;
-    let mut rows = statement.query(duckdb::params![id, from_ns, to_ns, watermark])?;
+    let Some((from_ns, to_ns)) = trace_window(conn, &id)? else {
+        return Ok(Vec::new());
+    };
+    let sql = format!(
+        "SELECT span_id, parent_span_id, epoch_ns(start_time), duration_ns, span_name, span_kind,
+                status_code, status_message, resource_id, scope_id, trace_state, flags, attributes,
+                attribute_types, dropped_attributes_count, events, dropped_events_count, links,
+                dropped_links_count
+         FROM span_data
+         WHERE trace_id = CAST('{id}' AS UUID)
+           AND start_time >= make_timestamp_ns({from_ns}) AND start_time <= make_timestamp_ns({to_ns})
+         ORDER BY resource_id, scope_id, start_time, span_id"
+    );
+    let mut statement = conn.prepare(&sql)?;
+    let mut rows = statement.query([])?;
     let mut result: Vec<ResourceSpans> = Vec::new();
     let mut current: Option<(u32, u32)> = None;
     while let Some(row) = rows.next()? {
