@@ -99,7 +99,8 @@ fn ingest_fill_and_query_report_what_they_measured() {
         [
             "trace by id",
             "search svc+op+dur+1h",
-            "attribute user.id",
+            "attribute user.id, search page",
+            "attribute user.id, SQL scan",
             "dependencies 24 h",
             &page
         ]
