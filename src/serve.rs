@@ -41,7 +41,7 @@ pub struct ServeArgs {
     #[arg(long, env = "DUCKTRACE_PG_ADDR")]
     pg_addr: Option<SocketAddr>,
     /// DuckDB's memory ceiling (ingest and queries together), e.g. 2GB.
-    #[arg(long, env = "DUCKTRACE_MEMORY_LIMIT", default_value = "2GB")]
+    #[arg(long, env = "DUCKTRACE_MEMORY_LIMIT", default_value = ducktrace_store::DEFAULT_MEMORY_LIMIT)]
     memory_limit: String,
 }
 

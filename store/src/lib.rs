@@ -40,6 +40,10 @@ const INDEX_PASSES: &[indexer::Pass] = &[
     attribute_index::ATTRIBUTE_BLOOMS,
 ];
 
+/// DuckDB's default memory ceiling: with it a server ingesting at full speed stays under 1 GiB
+/// resident (BENCHMARKS.md); what else is resident is the queue of spans waiting for commit.
+pub const DEFAULT_MEMORY_LIMIT: &str = "384MB";
+
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "ducktrace.duckdb";
 
@@ -82,7 +86,7 @@ impl StoreConfig {
             data_dir,
             writer: WriterConfig::default(),
             query_time_limit: std::time::Duration::from_secs(30),
-            memory_limit: "2GB".into(),
+            memory_limit: DEFAULT_MEMORY_LIMIT.into(),
         }
     }
 }
