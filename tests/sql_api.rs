@@ -317,3 +317,30 @@ fn slow_queries_never_block_ingest() {
     });
     assert_eq!(common::span_count(&server), 20 * 50);
 }
+
+#[test]
+fn a_client_that_stops_reading_frees_its_query_slot_at_the_time_limit() {
+    use std::io::{Read, Write};
+    let server = Server::start_with(&["--max-concurrent-queries", "1", "--query-timeout", "2"]);
+    // A large streamed answer that the client never reads holds the only query slot...
+    let sql = urlencode("SELECT range AS n, repeat('x', 100) AS pad FROM range(1000000)");
+    let mut stalled = std::net::TcpStream::connect(server.ui).unwrap();
+    write!(
+        stalled,
+        "GET /api/sql?format=csv&max_rows=1000000&q={sql} HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    let mut first_bytes = [0u8; 64];
+    stalled.read_exact(&mut first_bytes).unwrap();
+    // ...until the query time limit; then other queries run again.
+    let started = std::time::Instant::now();
+    let (status, body) = http_get(&server.ui_url(&format!("/api/sql?q={}", urlencode("SELECT 42"))));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("42"), "{body}");
+    let waited = started.elapsed();
+    assert!(
+        waited < std::time::Duration::from_secs(15),
+        "a query waited {waited:?} behind a client that stopped reading"
+    );
+    drop(stalled);
+}

@@ -213,6 +213,23 @@ fn search_finds_traces_and_escapes_span_data() {
     assert!(body.contains(r#"id="no-results""#), "{body}");
 }
 
+/// Waits until the attribute indexer has built `blocks` Bloom filters.
+fn wait_for_blooms(server: &Server, blocks: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while server.sql("SELECT count(*) FROM attribute_blooms")["rows"][0][0] != blocks {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fewer than {blocks} blocks got a Bloom filter"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// The id of `synthetic_request(seed, …)`'s trace.
+fn synthetic_trace(seed: u8) -> String {
+    format!("{seed:02x}{}", "07".repeat(15))
+}
+
 #[test]
 fn attribute_search_reads_indexed_blocks_and_the_unindexed_tail() {
     let server = Server::start();
@@ -221,26 +238,18 @@ fn attribute_search_reads_indexed_blocks_and_the_unindexed_tail() {
     for seed in 1..=3 {
         post_protobuf(&server, &synthetic_request(seed, 5000));
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while server.sql("SELECT count(*) FROM attribute_blooms")["rows"][0][0] != 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the first block got no Bloom filter"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    let trace = |seed: u8| format!("{seed:02x}{}", "07".repeat(15));
+    wait_for_blooms(&server, 1);
     // index=100: in the filtered block for traces 1 and 2, in the tail for trace 3;
     // index=4999: trace 1 in the block, traces 2 and 3 in the tail.
     for value in ["100", "4999"] {
         let body = get_until(
             &server,
             &format!("/search?{HOSTILE_RANGE}&attributes=index%3D{value}"),
-            &trace(3),
+            &synthetic_trace(3),
         );
         for seed in 1..=3 {
             assert!(
-                body.contains(&trace(seed)),
+                body.contains(&synthetic_trace(seed)),
                 "index={value} misses trace {seed}: {body}"
             );
         }
@@ -281,31 +290,27 @@ fn attribute_search_newest_first_stops_early_and_stays_exact() {
         }
         post_protobuf(&server, &request);
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while server.sql("SELECT count(*) FROM attribute_blooms")["rows"][0][0] != 20 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not every block got a Bloom filter"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    let trace = |seed: u8| format!("{seed:02x}{}", "07".repeat(15));
+    wait_for_blooms(&server, 20);
     let body = get_until(
         &server,
         &format!("/search?{HOSTILE_RANGE}&attributes=index%3D5&limit=3"),
-        &trace(20),
+        &synthetic_trace(20),
     );
     for seed in 1..=20 {
-        assert_eq!(body.contains(&trace(seed)), seed >= 18, "trace {seed}: {body}");
+        assert_eq!(
+            body.contains(&synthetic_trace(seed)),
+            seed >= 18,
+            "trace {seed}: {body}"
+        );
     }
     // The oldest block is read when the pair is only there, in every order.
     for sort in ["recent", "longest", "spans"] {
         let body = get_until(
             &server,
             &format!("/search?{HOSTILE_RANGE}&attributes=marker%3Dfirst&sort={sort}"),
-            &trace(1),
+            &synthetic_trace(1),
         );
-        assert!(!body.contains(&trace(2)), "{sort}: {body}");
+        assert!(!body.contains(&synthetic_trace(2)), "{sort}: {body}");
     }
 }
 

@@ -22,7 +22,7 @@ pub mod trace_view;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use duckdb::Connection;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
@@ -43,6 +43,10 @@ const INDEX_PASSES: &[indexer::Pass] = &[
 /// DuckDB's default memory ceiling: with it a server ingesting at full speed stays under 1 GiB
 /// resident (BENCHMARKS.md); what else is resident is the queue of spans waiting for commit.
 pub const DEFAULT_MEMORY_LIMIT: &str = "384MB";
+
+/// Queries running at once by default: DuckDB runs each one on all its threads, so more at once
+/// only share the same cores, and take them from ingest (BENCHMARKS.md).
+pub const DEFAULT_MAX_CONCURRENT_QUERIES: usize = 2;
 
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "ducktrace.duckdb";
@@ -78,6 +82,8 @@ pub struct StoreConfig {
     /// DuckDB's memory ceiling for everything it does (ingest, queries), e.g. "2GB";
     /// past it, queries spill to disk or fail with an out-of-memory error.
     pub memory_limit: String,
+    /// Queries that run at once; more wait for a turn (see [`QuerySlots`]).
+    pub max_concurrent_queries: usize,
 }
 
 impl StoreConfig {
@@ -87,6 +93,7 @@ impl StoreConfig {
             writer: WriterConfig::default(),
             query_time_limit: std::time::Duration::from_secs(30),
             memory_limit: DEFAULT_MEMORY_LIMIT.into(),
+            max_concurrent_queries: DEFAULT_MAX_CONCURRENT_QUERIES,
         }
     }
 }
@@ -127,7 +134,7 @@ impl Store {
         conn.execute_batch("SET enable_external_access = false; SET lock_configuration = true;")?;
         let (writer, writer_thread) = writer::spawn(conn.try_clone()?, config.writer.clone())?;
         let indexer = indexer::Indexer::start(conn.try_clone()?, INDEX_PASSES)?;
-        let reader = Reader::new(conn, config.query_time_limit);
+        let reader = Reader::new(conn, config.query_time_limit, config.max_concurrent_queries);
         Ok(Self {
             writer,
             reader,
@@ -170,7 +177,11 @@ pub fn open_read_only(config: &StoreConfig) -> Result<Reader, StoreError> {
     let duckdb_config = duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly)?;
     let conn = Connection::open_with_flags(&path, duckdb_config)?;
     conn.execute_batch("SET enable_external_access = false; SET lock_configuration = true;")?;
-    Ok(Reader::new(conn, config.query_time_limit))
+    Ok(Reader::new(
+        conn,
+        config.query_time_limit,
+        config.max_concurrent_queries,
+    ))
 }
 
 fn check_schema_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
@@ -209,23 +220,56 @@ fn check_schema_version(conn: &Connection, path: &Path) -> Result<(), StoreError
 pub struct Reader {
     template: Arc<Mutex<Connection>>,
     idle: Arc<Mutex<Vec<Connection>>>,
+    slots: Arc<QuerySlots>,
     query_time_limit: std::time::Duration,
 }
 
+/// A counting semaphore for queries: beyond the limit a caller waits for a turn, which bounds
+/// the CPU that reads take from ingest however many users search at once.
+struct QuerySlots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl QuerySlots {
+    fn take(&self) -> impl Drop + '_ {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+        SlotTaken(self)
+    }
+}
+
+struct SlotTaken<'a>(&'a QuerySlots);
+
+impl Drop for SlotTaken<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
+}
+
 impl Reader {
-    fn new(conn: Connection, query_time_limit: std::time::Duration) -> Self {
+    fn new(conn: Connection, query_time_limit: std::time::Duration, max_concurrent_queries: usize) -> Self {
         Self {
             template: Arc::new(Mutex::new(conn)),
             idle: Arc::default(),
+            slots: Arc::new(QuerySlots {
+                free: Mutex::new(max_concurrent_queries.max(1)),
+                freed: Condvar::new(),
+            }),
             query_time_limit,
         }
     }
 
-    /// Runs `work` on a pooled connection to the store.
+    /// Runs `work` on a pooled connection to the store, when a query slot is free.
     pub fn with_connection<T, E: From<StoreError>>(
         &self,
         work: impl FnOnce(&Connection) -> Result<T, E>,
     ) -> Result<T, E> {
+        let _slot = self.slots.take();
         let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match pooled {
             Some(conn) => conn,

@@ -157,8 +157,10 @@ pub fn urlencode(text: &str) -> String {
 }
 
 fn agent() -> ureq::Agent {
+    // A server that never answers fails the test instead of hanging it.
     ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
         .build()
         .into()
 }

@@ -105,7 +105,7 @@ pub async fn sql(
     tokio::task::spawn_blocking(move || {
         let limits = reader.limits(max_rows);
         let mut sink = Streaming {
-            encoder: Encoder::new(format, ChunkWriter::new(chunks.clone())),
+            encoder: Encoder::new(format, ChunkWriter::new(chunks.clone(), limits.time_limit)),
             started: Some(started),
         };
         let result = reader.query_each(&sql, &[], limits, &mut sink);
@@ -174,13 +174,22 @@ impl RowSink for Streaming {
 struct ChunkWriter {
     buffer: Vec<u8>,
     chunks: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    /// A query holds one of the store's few query slots while it streams, so a client that
+    /// stops reading must not keep it past the query time limit.
+    deadline: tokio::time::Instant,
+    runtime: tokio::runtime::Handle,
 }
 
 impl ChunkWriter {
-    fn new(chunks: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>) -> Self {
+    fn new(
+        chunks: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+        time_limit: std::time::Duration,
+    ) -> Self {
         Self {
             buffer: Vec::with_capacity(CHUNK_BYTES),
             chunks,
+            deadline: tokio::time::Instant::now() + time_limit,
+            runtime: tokio::runtime::Handle::current(),
         }
     }
 
@@ -189,9 +198,21 @@ impl ChunkWriter {
             &mut self.buffer,
             Vec::with_capacity(CHUNK_BYTES),
         ));
-        self.chunks
-            .blocking_send(Ok(chunk))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+        let sent = self.runtime.block_on(tokio::time::timeout_at(
+            self.deadline,
+            self.chunks.send(Ok(chunk)),
+        ));
+        match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "client went away",
+            )),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client did not read the answer within the query time limit",
+            )),
+        }
     }
 }
 
