@@ -38,6 +38,12 @@ step "cargo clippy"
 # shellcheck disable=SC2086
 cargo clippy $build_args -- -D warnings
 
+# The end-to-end tests start the other binaries of the workspace (ducktrace-bench, the demo
+# services), which `cargo test` alone does not build.
+step "cargo build (every binary the tests start)"
+# shellcheck disable=SC2086
+cargo build $build_args
+
 step "build and run all tests (cargo test $build_args, target dir $CARGO_TARGET_DIR)"
 log=$(mktemp)
 # shellcheck disable=SC2086
