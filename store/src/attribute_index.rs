@@ -125,11 +125,7 @@ pub(crate) fn candidate_blocks(
          ORDER BY block DESC",
         tests.join(" AND ")
     );
-    let indexed: i64 = conn.query_row(
-        "SELECT coalesce(max(CAST(value AS BIGINT)), -1) FROM ducktrace_meta WHERE key = ?",
-        [ATTRIBUTE_BLOOMS.watermark_key()],
-        |row| row.get(0),
-    )?;
+    let indexed = ATTRIBUTE_BLOOMS.watermark(conn)?;
     let mut blocks = vec![Block {
         first_rowid: indexed + 1,
         last_rowid: i64::MAX,

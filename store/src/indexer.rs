@@ -26,8 +26,17 @@ pub(crate) struct Pass {
 
 impl Pass {
     /// The `ducktrace_meta` key of the last rowid this pass has indexed.
-    pub(crate) fn watermark_key(&self) -> String {
+    fn watermark_key(&self) -> String {
         format!("{}_rowid_watermark", self.name)
+    }
+
+    /// The last rowid this pass has indexed; -1 before its first run.
+    pub(crate) fn watermark(&self, conn: &Connection) -> Result<i64, StoreError> {
+        Ok(conn.query_row(
+            "SELECT coalesce(max(CAST(value AS BIGINT)), -1) FROM ducktrace_meta WHERE key = ?",
+            [self.watermark_key()],
+            |row| row.get(0),
+        )?)
     }
 }
 
@@ -75,14 +84,9 @@ impl Indexer {
 
 /// Runs `pass` over everything committed since its watermark, and moves the watermark, atomically.
 fn run_pass(conn: &Connection, pass: &Pass) -> Result<(), StoreError> {
-    let key = pass.watermark_key();
     conn.execute_batch("BEGIN TRANSACTION")?;
     let result = (|| {
-        let lo: i64 = conn.query_row(
-            "SELECT coalesce(max(CAST(value AS BIGINT)), -1) FROM ducktrace_meta WHERE key = ?",
-            [&key],
-            |row| row.get(0),
-        )?;
+        let lo = pass.watermark(conn)?;
         let hi: i64 = conn.query_row("SELECT coalesce(max(rowid), -1) FROM span_data", [], |row| {
             row.get(0)
         })?;
@@ -91,7 +95,7 @@ fn run_pass(conn: &Connection, pass: &Pass) -> Result<(), StoreError> {
             if indexed > lo {
                 conn.execute(
                     "INSERT OR REPLACE INTO ducktrace_meta VALUES (?, ?)",
-                    [&key, &indexed.to_string()],
+                    [pass.watermark_key(), indexed.to_string()],
                 )?;
             }
         }

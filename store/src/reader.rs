@@ -21,11 +21,7 @@ use crate::StoreError;
 /// all but the trace's own. Values are inlined because DuckDB turns only constants, not
 /// parameters, into the scan filters that prune.
 fn trace_window(conn: &Connection, id: &str) -> Result<Option<(i64, i64)>, StoreError> {
-    let watermark: i64 = conn.query_row(
-        "SELECT coalesce(max(CAST(value AS BIGINT)), -1) FROM ducktrace_meta WHERE key = ?",
-        [TRACE_SUMMARIES.watermark_key()],
-        |row| row.get(0),
-    )?;
+    let watermark = TRACE_SUMMARIES.watermark(conn)?;
     let sql = format!(
         "SELECT min(lo), max(hi) FROM (
              SELECT epoch_ns(start_time) AS lo, epoch_ns(start_time) + duration_ns AS hi
