@@ -60,6 +60,8 @@ pub enum StoreError {
     Arrow(#[from] duckdb::arrow::error::ArrowError),
     #[error("a stored resource or scope cannot be decoded: {0}")]
     Corrupt(#[from] prost::DecodeError),
+    #[error("a span refers to {table} id {id}, which is not stored")]
+    Dangling { table: &'static str, id: u32 },
     #[error("invalid setting: {0}")]
     Config(String),
     #[error("I/O error: {0}")]

@@ -1,6 +1,8 @@
 //! Reads a stored trace back as OTLP, exactly as it was received (up to attribute key order
 //! for keys an exporter sent twice, which OTLP forbids).
 
+use std::collections::{BTreeSet, HashMap};
+
 use duckdb::types::{TimeUnit, Value};
 use duckdb::Connection;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
@@ -54,11 +56,8 @@ pub fn trace(conn: &Connection, trace_id: TraceId) -> Result<Vec<ResourceSpans>,
     );
     let mut statement = conn.prepare(&sql)?;
     let mut rows = statement.query([])?;
-    let mut result: Vec<ResourceSpans> = Vec::new();
-    let mut current: Option<(u32, u32)> = None;
+    let mut spans: Vec<(u32, u32, Span)> = Vec::new();
     while let Some(row) = rows.next()? {
-        let resource_id: u32 = row.get(8)?;
-        let scope_id: u32 = row.get(9)?;
         let span = Span {
             trace_id: trace_id.to_bytes().to_vec(),
             span_id: span_id_bytes(row.get(0)?),
@@ -80,12 +79,35 @@ pub fn trace(conn: &Connection, trace_id: TraceId) -> Result<Vec<ResourceSpans>,
             links: list(&row.get(17)?).map(link).collect(),
             dropped_links_count: row.get(18)?,
         };
+        spans.push((row.get(8)?, row.get(9)?, span));
+    }
+    group(conn, spans)
+}
+
+/// Spans sorted by resource and scope id, nested under their resource and scope.
+fn group(conn: &Connection, spans: Vec<(u32, u32, Span)>) -> Result<Vec<ResourceSpans>, StoreError> {
+    let resources = stored_messages::<Resource>(conn, "resources", "resource_id", spans.iter().map(|s| s.0))?;
+    let scopes =
+        stored_messages::<InstrumentationScope>(conn, "scopes", "scope_id", spans.iter().map(|s| s.1))?;
+    let mut result: Vec<ResourceSpans> = Vec::new();
+    let mut current: Option<(u32, u32)> = None;
+    for (resource_id, scope_id, span) in spans {
         if current != Some((resource_id, scope_id)) {
             if current.map(|(resource, _)| resource) != Some(resource_id) {
-                result.push(resource_spans(conn, resource_id)?);
+                let (resource, schema_url) = stored(&resources, "resources", resource_id)?;
+                result.push(ResourceSpans {
+                    resource: Some(resource),
+                    scope_spans: Vec::new(),
+                    schema_url,
+                });
             }
+            let (scope, schema_url) = stored(&scopes, "scopes", scope_id)?;
             let group = result.last_mut().expect("a resource group was just pushed");
-            group.scope_spans.push(scope_spans(conn, scope_id)?);
+            group.scope_spans.push(ScopeSpans {
+                scope: Some(scope),
+                spans: Vec::new(),
+                schema_url,
+            });
             current = Some((resource_id, scope_id));
         }
         let group = result.last_mut().and_then(|r| r.scope_spans.last_mut());
@@ -94,38 +116,40 @@ pub fn trace(conn: &Connection, trace_id: TraceId) -> Result<Vec<ResourceSpans>,
     Ok(result)
 }
 
-fn resource_spans(conn: &Connection, resource_id: u32) -> Result<ResourceSpans, StoreError> {
-    let (resource, schema_url) = stored_message::<Resource>(conn, "resources", "resource_id", resource_id)?;
-    Ok(ResourceSpans {
-        resource: Some(resource),
-        scope_spans: Vec::new(),
-        schema_url,
-    })
-}
-
-fn scope_spans(conn: &Connection, scope_id: u32) -> Result<ScopeSpans, StoreError> {
-    let (scope, schema_url) = stored_message::<InstrumentationScope>(conn, "scopes", "scope_id", scope_id)?;
-    Ok(ScopeSpans {
-        scope: Some(scope),
-        spans: Vec::new(),
-        schema_url,
-    })
-}
-
-/// A resource or scope exactly as received: its fingerprint is the message's own protobuf
-/// encoding, so every field comes back, including ones newer than this schema.
-fn stored_message<M: Message + Default>(
+/// Resources or scopes by id, each exactly as received: the fingerprint is the message's own
+/// protobuf encoding, so every field comes back, including ones newer than this schema. One
+/// query for all of a trace's ids, however many services it crosses.
+fn stored_messages<M: Message + Default>(
     conn: &Connection,
     table: &str,
     id_column: &str,
-    id: u32,
-) -> Result<(M, String), StoreError> {
-    let sql = format!("SELECT fingerprint, schema_url FROM {table} WHERE {id_column} = ?");
-    let (fingerprint, schema_url): (Vec<u8>, String) = conn
-        .prepare_cached(&sql)?
-        .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    let message = M::decode_length_delimited(fingerprint.as_slice()).map_err(StoreError::Corrupt)?;
-    Ok((message, schema_url))
+    ids: impl Iterator<Item = u32>,
+) -> Result<HashMap<u32, (M, String)>, StoreError> {
+    let ids: BTreeSet<u32> = ids.collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    // Integers only, safe to inline.
+    let list = ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let sql =
+        format!("SELECT {id_column}, fingerprint, schema_url FROM {table} WHERE {id_column} IN ({list})");
+    let mut statement = conn.prepare(&sql)?;
+    let mut rows = statement.query([])?;
+    let mut messages = HashMap::with_capacity(ids.len());
+    while let Some(row) = rows.next()? {
+        let fingerprint: Vec<u8> = row.get(1)?;
+        let message = M::decode_length_delimited(fingerprint.as_slice()).map_err(StoreError::Corrupt)?;
+        messages.insert(row.get(0)?, (message, row.get(2)?));
+    }
+    Ok(messages)
+}
+
+/// A copy of a fetched resource or scope: one scope can be used under several resources.
+fn stored<M: Clone>(messages: &HashMap<u32, M>, table: &'static str, id: u32) -> Result<M, StoreError> {
+    messages
+        .get(&id)
+        .cloned()
+        .ok_or(StoreError::Dangling { table, id })
 }
 
 fn span_id_bytes(id: u64) -> Vec<u8> {

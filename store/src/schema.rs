@@ -85,6 +85,8 @@ CREATE TABLE IF NOT EXISTS trace_summaries (
     root_start TIMESTAMP_NS NOT NULL,
     services MAP(VARCHAR, UBIGINT) NOT NULL
 );
+-- Trace ids are random, so without an index finding one summary scans every trace id.
+CREATE INDEX IF NOT EXISTS trace_summaries_trace_id ON trace_summaries (trace_id);
 
 -- A Bloom filter of the key/value attribute pairs of each full block of 8192 spans (rowids
 -- block * 8192 and up) and the block's start-time range, for attribute search
