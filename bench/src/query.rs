@@ -41,7 +41,7 @@ WHERE attributes['user.id'] = '{user}' ORDER BY start_time DESC LIMIT 20";
 pub const ATTRIBUTE_SEARCH_PAGE: &str =
     "/search?lookback=custom&start={first}&end={last}&attributes=user.id%3D{user}&limit=20";
 pub const DEPENDENCIES_SQL: &str = "SELECT caller, callee, sum(calls) AS calls, sum(errors) AS errors \
-FROM service_edges WHERE bucket > make_timestamp({to_us}) - INTERVAL 24 HOUR \
+FROM service_call_minutes WHERE minute > make_timestamp({to_us}) - INTERVAL 24 HOUR \
 GROUP BY ALL ORDER BY calls DESC";
 
 #[derive(clap::Args)]

@@ -31,6 +31,7 @@ WHERE value IS NOT NULL";
 /// The pass that adds a filter for every block the writer has filled since the last pass.
 pub(crate) const ATTRIBUTE_BLOOMS: Pass = Pass {
     name: "attribute_blooms",
+    source: "span_data",
     run: index_full_blocks,
 };
 

@@ -16,11 +16,14 @@ use crate::StoreError;
 /// How often new spans are indexed.
 pub const PASS_INTERVAL: Duration = Duration::from_secs(2);
 
-/// One incremental index: `run` folds the spans with rowid in `(lo, hi]` into its tables and
-/// returns the last rowid it has indexed (`hi`, or less when it indexes whole blocks only).
+/// One incremental index: `run` folds the rows of `source` with rowid in `(lo, hi]` into its
+/// tables and returns the last rowid it has indexed (`hi`, or less when it indexes whole blocks
+/// only).
 pub(crate) struct Pass {
     /// Names the pass in logs and its watermark in `ducktrace_meta` (`<name>_rowid_watermark`).
     pub name: &'static str,
+    /// The append-only table the pass follows: `span_data`, or one an earlier pass fills.
+    pub source: &'static str,
     pub run: fn(&Connection, i64, i64) -> Result<i64, StoreError>,
 }
 
@@ -87,9 +90,11 @@ fn run_pass(conn: &Connection, pass: &Pass) -> Result<(), StoreError> {
     conn.execute_batch("BEGIN TRANSACTION")?;
     let result = (|| {
         let lo = pass.watermark(conn)?;
-        let hi: i64 = conn.query_row("SELECT coalesce(max(rowid), -1) FROM span_data", [], |row| {
-            row.get(0)
-        })?;
+        let hi: i64 = conn.query_row(
+            &format!("SELECT coalesce(max(rowid), -1) FROM {}", pass.source),
+            [],
+            |row| row.get(0),
+        )?;
         if hi > lo {
             let indexed = (pass.run)(conn, lo, hi)?;
             if indexed > lo {

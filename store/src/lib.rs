@@ -36,6 +36,7 @@ pub use writer::{SpanWriter, WriteError, WriterConfig};
 /// What the background indexer keeps current as spans arrive.
 const INDEX_PASSES: &[indexer::Pass] = &[
     edges::SERVICE_CALLS,
+    edges::SERVICE_CALL_MINUTES,
     summaries::TRACE_SUMMARIES,
     attribute_index::ATTRIBUTE_BLOOMS,
 ];

@@ -15,6 +15,7 @@ use std::str::FromStr;
 use duckdb::types::Value;
 use duckdb::{params_from_iter, Connection, Row};
 
+use crate::edges::{bin_duration_ns, LATENCY_BIN};
 use crate::ids::TraceId;
 use crate::{Reader, StoreError};
 
@@ -50,6 +51,18 @@ impl TimeWindow {
 
     pub fn duration_ns(self) -> i64 {
         self.end_ns - self.start_ns
+    }
+
+    /// The whole minutes inside the window, if there are any.
+    fn whole_minutes(self) -> Option<Self> {
+        const MINUTE_NS: i64 = 60_000_000_000;
+        let start = self.start_ns.div_euclid(MINUTE_NS) * MINUTE_NS;
+        let start = if start < self.start_ns {
+            start + MINUTE_NS
+        } else {
+            start
+        };
+        Self::new(start, self.end_ns.div_euclid(MINUTE_NS) * MINUTE_NS)
     }
 
     /// The SQL condition keeping `column` inside the window. The bounds are integers formatted
@@ -170,15 +183,47 @@ impl RequestFilter<'_> {
 }
 
 impl Reader {
-    /// Calls between services within `window`, by caller and callee.
+    /// Calls between services within `window`, by caller and callee. Whole minutes come from
+    /// `service_call_minutes`, the ragged ends from `service_calls`, so counts are exact and
+    /// a day's graph reads thousands of rows; quantiles come from latency bins (edges.rs).
     pub fn service_calls(&self, window: TimeWindow) -> Result<Vec<ServiceCallStats>, StoreError> {
+        let (rolled_up, raw) = match window.whole_minutes() {
+            Some(minutes) => (
+                minutes.condition("minute"),
+                format!(
+                    "{} AND NOT ({})",
+                    window.condition("time"),
+                    minutes.condition("time")
+                ),
+            ),
+            None => ("false".to_string(), window.condition("time")),
+        };
+        // A bin's middle can lie past the slowest call in it.
+        let quantile = |q: f64| {
+            let bin = format!("min(latency_bin) FILTER (WHERE upto >= {q} * total)");
+            format!("least({}, max(slowest_ns))", bin_duration_ns(&bin))
+        };
         let sql = format!(
-            "SELECT caller, callee, count(*), count(*) FILTER (WHERE error),
-                    quantile_cont(duration_ns, {QUANTILES}), {}
-             FROM service_calls WHERE {}
-             GROUP BY caller, callee ORDER BY caller, callee",
-            trace_hex("arg_max(trace_id, duration_ns)"),
-            window.condition("time")
+            "WITH bins AS (
+                 SELECT caller, callee, latency_bin, sum(calls) AS calls, sum(errors) AS errors,
+                        max(slowest_ns) AS slowest_ns, arg_max(slowest_trace, slowest_ns) AS slowest_trace
+                 FROM (SELECT caller, callee, latency_bin, calls, errors, slowest_ns, slowest_trace
+                       FROM service_call_minutes WHERE {rolled_up}
+                       UNION ALL
+                       SELECT caller, callee, {LATENCY_BIN}, 1, CAST(error AS UBIGINT), duration_ns, trace_id
+                       FROM service_calls WHERE {raw})
+                 GROUP BY ALL),
+             running AS (
+                 SELECT *, sum(calls) OVER (PARTITION BY caller, callee ORDER BY latency_bin) AS upto,
+                        sum(calls) OVER (PARTITION BY caller, callee) AS total
+                 FROM bins)
+             SELECT caller, callee, CAST(any_value(total) AS UBIGINT), CAST(sum(errors) AS UBIGINT),
+                    [{}, {}, {}], {}
+             FROM running GROUP BY caller, callee ORDER BY caller, callee",
+            quantile(0.5),
+            quantile(0.95),
+            quantile(0.99),
+            trace_hex("arg_max(slowest_trace, slowest_ns)"),
         );
         self.with_connection(|conn| {
             collect(conn, &sql, &[], |row| {
@@ -370,6 +415,23 @@ mod tests {
             window.condition("t"),
             "t >= make_timestamp_ns(5) AND t < make_timestamp_ns(15)"
         );
+    }
+
+    #[test]
+    fn whole_minutes_lie_inside_the_window() {
+        const MINUTE: i64 = 60_000_000_000;
+        let window = TimeWindow::new(MINUTE + 1, 4 * MINUTE - 1).unwrap();
+        assert_eq!(window.whole_minutes(), TimeWindow::new(2 * MINUTE, 3 * MINUTE));
+        let aligned = TimeWindow::new(MINUTE, 3 * MINUTE).unwrap();
+        assert_eq!(aligned.whole_minutes(), Some(aligned));
+        assert_eq!(
+            TimeWindow::new(MINUTE + 1, 3 * MINUTE - 1)
+                .unwrap()
+                .whole_minutes(),
+            None
+        );
+        let before_1970 = TimeWindow::new(-2 * MINUTE - 1, 0).unwrap();
+        assert_eq!(before_1970.whole_minutes(), TimeWindow::new(-2 * MINUTE, 0));
     }
 
     #[test]

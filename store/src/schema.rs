@@ -70,6 +70,19 @@ CREATE TABLE IF NOT EXISTS service_calls (
     trace_id UUID NOT NULL
 );
 
+-- Calls per minute, caller, callee and latency bin (floor(8 * log2(duration_ns))), folded in
+-- from service_calls as they are found (see edges.rs): what the dependency graph reads.
+CREATE TABLE IF NOT EXISTS service_call_minutes (
+    minute TIMESTAMP_NS NOT NULL,
+    caller VARCHAR NOT NULL,
+    callee VARCHAR NOT NULL,
+    latency_bin SMALLINT NOT NULL,
+    calls UBIGINT NOT NULL,
+    errors UBIGINT NOT NULL,
+    slowest_ns BIGINT NOT NULL,
+    slowest_trace UUID NOT NULL
+);
+
 -- One row per trace, kept up to date by the trace summarizer as spans arrive (summaries.rs),
 -- so searching and sorting traces never groups all spans. The root is the first span without a
 -- parent by start time; while none has arrived, the earliest span (root_has_parent is then true).

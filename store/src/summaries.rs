@@ -73,6 +73,7 @@ SELECT service_name, span_name FROM operations";
 /// The pass that keeps `trace_summaries` and `operations` current.
 pub(crate) const TRACE_SUMMARIES: Pass = Pass {
     name: "summaries",
+    source: "span_data",
     run: summarize_new_spans,
 };
 
