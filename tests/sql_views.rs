@@ -56,8 +56,13 @@ fn rows(server: &Server, sql: &str) -> Json {
 
 /// Waits for the edge indexer (a pass every 2 s) to show the expected edges.
 fn wait_for_edges(server: &Server, expected: Json) {
-    let deadline = Instant::now() + Duration::from_secs(15);
     let query = "SELECT caller, callee, calls, errors, p50_ns FROM service_edges ORDER BY ALL";
+    wait_for(server, query, expected);
+}
+
+/// Waits for the background indexer to make `query` answer `expected`.
+fn wait_for(server: &Server, query: &str, expected: Json) {
+    let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let edges = rows(server, query);
         if edges == expected || Instant::now() > deadline {
@@ -111,6 +116,31 @@ fn service_edges_pair_children_with_parents_that_arrive_later() {
             1,
             ["checkout", "orders-db"]
         ]])
+    );
+}
+
+#[test]
+fn call_minutes_merge_the_calls_of_one_minute_found_in_separate_passes() {
+    let server = Server::start();
+    let call = |id| span(id, Some(1), "SELECT orders", 10, 30);
+    post_protobuf(
+        &server,
+        &from_service("checkout", vec![span(1, None, "POST /checkout", 0, 50)]),
+    );
+    post_protobuf(&server, &from_service("orders-db", vec![call(2)]));
+    // Calls, stored rows, the 30 ms bin (8 * log2(3e7) = 198.6) and the slowest call.
+    let query = "SELECT caller, callee, sum(calls), count(*), any_value(latency_bin), max(slowest_ns)
+                 FROM service_call_minutes GROUP BY ALL";
+    wait_for(
+        &server,
+        query,
+        json!([["checkout", "orders-db", 1, 1, 198, 30_000_000]]),
+    );
+    post_protobuf(&server, &from_service("orders-db", vec![call(3)]));
+    wait_for(
+        &server,
+        query,
+        json!([["checkout", "orders-db", 2, 1, 198, 30_000_000]]),
     );
 }
 
