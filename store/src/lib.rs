@@ -254,6 +254,31 @@ impl Drop for SlotTaken<'_> {
     }
 }
 
+/// Nice value of the threads that run queries: when searches and ingest compete for the cores,
+/// the scheduler gives ingest (nice 0) about ten times the share of a query, so exporters are
+/// not refused because someone is browsing.
+const QUERY_THREAD_NICE: libc::c_int = 10;
+
+/// Moves the calling thread (a blocking-pool thread running a query) down to
+/// [`QUERY_THREAD_NICE`], once, never up: a server started under `nice` keeps its own level.
+/// Unprivileged threads cannot move back up, so the thread stays there.
+fn lower_this_threads_priority() {
+    thread_local!(static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+    if LOWERED.replace(true) {
+        return;
+    }
+    // SAFETY: gettid, getpriority and setpriority (PRIO_PROCESS with a thread id) read and
+    // change only the calling thread's nice value; they touch no memory of ours.
+    let result = unsafe {
+        let thread = libc::gettid() as libc::id_t;
+        let current = libc::getpriority(libc::PRIO_PROCESS, thread);
+        libc::setpriority(libc::PRIO_PROCESS, thread, current.max(QUERY_THREAD_NICE))
+    };
+    if result != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "could not lower a query thread's priority");
+    }
+}
+
 impl Reader {
     fn new(conn: Connection, query_time_limit: std::time::Duration, max_concurrent_queries: usize) -> Self {
         Self {
@@ -273,6 +298,7 @@ impl Reader {
         work: impl FnOnce(&Connection) -> Result<T, E>,
     ) -> Result<T, E> {
         let _slot = self.slots.take();
+        lower_this_threads_priority();
         let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match pooled {
             Some(conn) => conn,
@@ -330,5 +356,28 @@ impl Reader {
         sink: &mut dyn sql::RowSink,
     ) -> Result<sql::Outcome, sql::QueryError> {
         self.with_connection(|conn| sql::query_each(conn, sql, params, limits, sink))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn this_threads_nice() -> libc::c_int {
+        // SAFETY: reads the calling thread's nice value only.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+    }
+
+    #[test]
+    fn query_threads_run_below_ingest() {
+        let ours = this_threads_nice();
+        let queries = std::thread::spawn(|| {
+            lower_this_threads_priority();
+            lower_this_threads_priority();
+            this_threads_nice()
+        });
+        // A thread cannot be raised above where it started, e.g. under `nice -n 15`.
+        assert_eq!(queries.join().unwrap(), ours.max(QUERY_THREAD_NICE));
+        assert_eq!(this_threads_nice(), ours, "only the query thread is lowered");
     }
 }
