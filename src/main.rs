@@ -8,6 +8,11 @@ mod sql_cli;
 
 use clap::{Parser, Subcommand};
 
+/// Decoding OTLP allocates a string for every attribute key and value; mimalloc's per-thread
+/// free lists make that cheaper than glibc's malloc (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// One-binary OpenTelemetry trace collector and viewer, with every span queryable in SQL.
 #[derive(Parser)]
 #[command(version, about)]
