@@ -10,6 +10,7 @@ use ducktrace_store::Reader;
 
 use super::graph::{self, EdgeSpec, Placed, Size};
 use super::palette::Palette;
+use super::stats::StatsView;
 use super::time_range::{RangeParams, RangePicker, TimeRange};
 use super::{blocking, links, render, units, PageError};
 
@@ -59,13 +60,7 @@ struct EdgeRow {
     caller_href: String,
     callee: String,
     callee_href: String,
-    calls: String,
-    errors: String,
-    error_rate: String,
-    error_heavy: bool,
-    p50: String,
-    p95: String,
-    p99: String,
+    stats: StatsView,
     slowest_trace: Option<String>,
 }
 
@@ -105,25 +100,12 @@ pub async fn page(
 }
 
 fn edge_row(call: &ServiceCallStats, range: &TimeRange) -> EdgeRow {
-    let stats = &call.stats;
-    let latency = |pick: fn(&ducktrace_store::metrics::Latency) -> f64| {
-        stats.latency.as_ref().map_or_else(
-            || "–".to_string(),
-            |latency| units::duration(pick(latency).round() as i64),
-        )
-    };
     EdgeRow {
         caller: call.caller.clone(),
         caller_href: links::service(&call.caller, None, range),
         callee: call.callee.clone(),
         callee_href: links::service(&call.callee, None, range),
-        calls: units::count(stats.requests),
-        errors: units::count(stats.errors),
-        error_rate: units::percent(stats.error_rate()),
-        error_heavy: stats.error_rate() >= ERROR_HEAVY,
-        p50: latency(|l| l.p50_ns),
-        p95: latency(|l| l.p95_ns),
-        p99: latency(|l| l.p99_ns),
+        stats: StatsView::new(&call.stats, range.window, ERROR_HEAVY),
         slowest_trace: call.slowest_trace.map(links::trace),
     }
 }

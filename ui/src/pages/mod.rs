@@ -10,6 +10,7 @@ pub mod palette;
 pub mod search;
 pub mod services;
 pub mod sql;
+pub mod stats;
 pub mod time_range;
 pub mod trace;
 pub mod units;

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use super::chart::{Chart, Series, Slots, Style, Unit};
 use super::palette::Palette;
+use super::stats::StatsView;
 use super::time_range::{RangeParams, RangePicker, TimeRange};
 use super::{blocking, links, render, units, PageError};
 
@@ -28,41 +29,6 @@ const TOP_OPERATIONS: usize = 10;
 const MIN_BUCKETS: u32 = 12;
 const ERROR_COLOUR: &str = "#e5484d";
 const QUANTILE_COLOURS: [(&str, &str); 3] = [("p50", "#0ea5e9"), ("p95", "#8b5cf6"), ("p99", "#f59e0b")];
-
-/// Rate, errors and duration as shown in a table row.
-#[derive(Clone)]
-struct StatsView {
-    requests: String,
-    rate: String,
-    errors: String,
-    error_rate: String,
-    failing: bool,
-    p50: String,
-    p95: String,
-    p99: String,
-}
-
-impl StatsView {
-    fn new(stats: &RequestStats, window: TimeWindow) -> Self {
-        let seconds = window.duration_ns() as f64 / 1e9;
-        let latency = |pick: fn(&ducktrace_store::metrics::Latency) -> f64| {
-            stats.latency.as_ref().map_or_else(
-                || "–".to_string(),
-                |latency| units::duration(pick(latency).round() as i64),
-            )
-        };
-        Self {
-            requests: units::count(stats.requests),
-            rate: units::rate(stats.requests as f64 / seconds),
-            errors: units::count(stats.errors),
-            error_rate: units::percent(stats.error_rate()),
-            failing: stats.errors > 0,
-            p50: latency(|l| l.p50_ns),
-            p95: latency(|l| l.p95_ns),
-            p99: latency(|l| l.p99_ns),
-        }
-    }
-}
 
 struct ServiceRow {
     name: String,
@@ -97,7 +63,7 @@ pub async fn list(
             href: links::service(&service.name, None, &range),
             colour: palette.colour(&service.name),
             idle: service.stats.requests == 0,
-            stats: StatsView::new(&service.stats, window),
+            stats: StatsView::new(&service.stats, window, 0.0),
         })
         .collect();
     let page = ServicesPage {
@@ -208,7 +174,7 @@ pub async fn detail(
         },
         |slot| slot.stats,
     );
-    let summary = StatsView::new(&total, window);
+    let summary = StatsView::new(&total, window, 0.0);
     let tiles = vec![
         Tile {
             label: "Requests",
@@ -256,7 +222,7 @@ pub async fn detail(
             latest_error_trace: op.latest_error_trace.map(links::trace),
             p99_ns: op.stats.latency.map_or(0.0, |l| l.p99_ns),
             error_count: op.stats.errors,
-            stats: StatsView::new(&op.stats, window),
+            stats: StatsView::new(&op.stats, window, 0.0),
         })
         .collect();
     let slowest = top(
