@@ -5,6 +5,7 @@
 //! moved in the same transaction as the pass's own writes, so a crash repeats a pass, never
 //! skips one. `stop` runs a last round and checkpoints.
 
+use std::ops::RangeInclusive;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -34,12 +35,28 @@ impl Pass {
     }
 
     /// The last rowid this pass has indexed; -1 before its first run.
-    pub(crate) fn watermark(&self, conn: &Connection) -> Result<i64, StoreError> {
+    fn watermark(&self, conn: &Connection) -> Result<i64, StoreError> {
         Ok(conn.query_row(
             "SELECT coalesce(max(CAST(value AS BIGINT)), -1) FROM ducktrace_meta WHERE key = ?",
             [self.watermark_key()],
             |row| row.get(0),
         )?)
+    }
+
+    /// The rowids of `source` committed but not yet indexed by this pass, if any, which readers
+    /// look at directly. Sources are append-only (rowids `0..count`), so the count bounds the
+    /// range: a bare `rowid >` filter makes DuckDB visit every row group, even for no rows.
+    pub(crate) fn unindexed(&self, conn: &Connection) -> Result<Option<RangeInclusive<i64>>, StoreError> {
+        let (watermark, last): (i64, i64) = conn.query_row(
+            &format!(
+                "SELECT (SELECT coalesce(max(CAST(value AS BIGINT)), -1) FROM ducktrace_meta WHERE key = ?),
+                        (SELECT count(*) - 1 FROM {})",
+                self.source
+            ),
+            [self.watermark_key()],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        Ok((last > watermark).then_some(watermark + 1..=last))
     }
 }
 

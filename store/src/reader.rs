@@ -23,15 +23,21 @@ use crate::StoreError;
 /// all but the trace's own. Values are inlined because DuckDB turns only constants, not
 /// parameters, into the scan filters that prune.
 fn trace_window(conn: &Connection, id: &str) -> Result<Option<(i64, i64)>, StoreError> {
-    let watermark = TRACE_SUMMARIES.watermark(conn)?;
-    let sql = format!(
-        "SELECT min(lo), max(hi) FROM (
-             SELECT epoch_ns(start_time) AS lo, epoch_ns(start_time) + duration_ns AS hi
-             FROM trace_summaries WHERE trace_id = CAST('{id}' AS UUID)
-             UNION ALL
-             SELECT epoch_ns(start_time), epoch_ns(start_time)
-             FROM span_data WHERE rowid > {watermark} AND trace_id = CAST('{id}' AS UUID))"
+    let summary = format!(
+        "SELECT epoch_ns(start_time) AS lo, epoch_ns(start_time) + duration_ns AS hi
+         FROM trace_summaries WHERE trace_id = CAST('{id}' AS UUID)"
     );
+    let sql = match TRACE_SUMMARIES.unindexed(conn)? {
+        None => format!("SELECT min(lo), max(hi) FROM ({summary})"),
+        Some(tail) => format!(
+            "SELECT min(lo), max(hi) FROM ({summary}
+             UNION ALL
+             SELECT epoch_ns(start_time), epoch_ns(start_time) FROM span_data
+             WHERE rowid BETWEEN {} AND {} AND trace_id = CAST('{id}' AS UUID))",
+            tail.start(),
+            tail.end()
+        ),
+    };
     let window: (Option<i64>, Option<i64>) =
         conn.query_row(&sql, [], |row| Ok((row.get(0)?, row.get(1)?)))?;
     Ok(window.0.zip(window.1))

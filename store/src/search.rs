@@ -243,7 +243,7 @@ pub fn search(conn: &Connection, query: &TraceQuery) -> Result<Vec<TraceSummary>
         traces = summaries(conn, query, Some(SpanScope::Traces(&found)))?;
         let older_latest = blocks[((i + 1) * RANGES_PER_SCAN).min(blocks.len())..]
             .iter()
-            .map(|block| block.latest_start_ns)
+            .map(|block| block.latest_start_ns())
             .max();
         let full = traces.len() >= query.limit.min(MAX_LIMIT);
         match (older_latest, traces.last()) {
@@ -320,12 +320,7 @@ fn matching_traces(
     let (filter, params) = span_filter(query);
     let branches: Vec<String> = blocks
         .iter()
-        .map(|block| {
-            format!(
-                "{filter} AND rowid BETWEEN {} AND {}",
-                block.first_rowid, block.last_rowid
-            )
-        })
+        .map(|block| format!("{filter} AND {}", block.condition()))
         .collect();
     let sql = format!(
         "SELECT DISTINCT CAST(trace_id AS VARCHAR) FROM ({})",
