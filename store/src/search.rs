@@ -234,14 +234,21 @@ pub fn search(conn: &Connection, query: &TraceQuery) -> Result<Vec<TraceSummary>
     };
     let mut found: Vec<String> = Vec::new();
     let mut traces = Vec::new();
-    for (i, chunk) in blocks.chunks(RANGES_PER_SCAN).enumerate() {
+    let mut scanned = 0;
+    while scanned < blocks.len() {
+        let take = if scanned == 0 {
+            FIRST_SCAN_BLOCKS
+        } else {
+            blocks_for_the_rest(traces.len(), query.limit.min(MAX_LIMIT), scanned)
+        };
+        let chunk = &blocks[scanned..(scanned + take).min(blocks.len())];
+        scanned += chunk.len();
         found.extend(matching_traces(conn, query, chunk)?);
-        let last = (i + 1) * RANGES_PER_SCAN >= blocks.len();
-        if query.order != TraceOrder::MostRecent && !last {
+        if query.order != TraceOrder::MostRecent && scanned < blocks.len() {
             continue;
         }
         traces = summaries(conn, query, Some(SpanScope::Traces(&found)))?;
-        let older_latest = blocks[((i + 1) * RANGES_PER_SCAN).min(blocks.len())..]
+        let older_latest = blocks[scanned..]
             .iter()
             .map(|block| block.latest_start_ns())
             .max();
@@ -255,8 +262,20 @@ pub fn search(conn: &Connection, query: &TraceQuery) -> Result<Vec<TraceSummary>
     Ok(traces)
 }
 
-/// Rowid ranges scanned per query when reading attribute-filtered blocks.
-const RANGES_PER_SCAN: usize = 16;
+/// Blocks scanned by the first query of an attribute search: most of what a page of 20 traces
+/// needs when a value occurs in about one trace per block, as a user id does.
+const FIRST_SCAN_BLOCKS: usize = 16;
+/// Blocks per further query at most; each costs about 2 ms of scan at 10M spans.
+const MAX_SCAN_BLOCKS: usize = 32;
+
+/// Blocks for the next query when `scanned` blocks gave `found` of `wanted` traces: as many as
+/// the same yield would need for the rest, so a rare value is not read in many small rounds.
+fn blocks_for_the_rest(found: usize, wanted: usize, scanned: usize) -> usize {
+    let missing = wanted.saturating_sub(found).max(1);
+    (missing * scanned)
+        .div_ceil(found.max(1))
+        .clamp(4, MAX_SCAN_BLOCKS)
+}
 
 /// Which spans the span-level filters (service, operation, attributes) are checked on.
 enum SpanScope<'a> {
@@ -342,11 +361,30 @@ fn summaries(
     query: &TraceQuery,
     spans: Option<SpanScope<'_>>,
 ) -> Result<Vec<TraceSummary>, StoreError> {
-    let mut sql = String::from(
-        "SELECT replace(CAST(trace_id AS VARCHAR), '-', ''), epoch_ns(start_time), duration_ns,
+    // Traces already found are fetched through the trace_id index first; a CTE the optimizer
+    // must materialize keeps it from merging the other filters in and scanning every summary
+    // instead (22 -> 1.5 ms for 20 traces at 10M).
+    let (prefix, table) = match &spans {
+        Some(SpanScope::Traces(ids)) => {
+            // The ids came out of DuckDB as UUID text (hex digits and dashes): safe to inline.
+            let list: Vec<String> = ids.iter().map(|id| format!("'{id}'")).collect();
+            let list = if list.is_empty() {
+                "NULL".to_string()
+            } else {
+                list.join(", ")
+            };
+            let cte = format!(
+                "WITH found AS MATERIALIZED (SELECT * FROM trace_summaries WHERE trace_id IN ({list})) "
+            );
+            (cte, "found")
+        }
+        _ => (String::new(), "trace_summaries"),
+    };
+    let mut sql = format!(
+        "{prefix}SELECT replace(CAST(trace_id AS VARCHAR), '-', ''), epoch_ns(start_time), duration_ns,
                 span_count, error_count, root_service, root_operation, root_has_parent,
                 map_keys(services), map_values(services)
-         FROM trace_summaries
+         FROM {table}
          WHERE start_time >= make_timestamp_ns(?) AND start_time < make_timestamp_ns(?)",
     );
     let mut params = vec![Value::BigInt(query.from_ns), Value::BigInt(query.to_ns)];
@@ -365,25 +403,10 @@ fn summaries(
         sql.push_str(" AND map_contains(services, ?)");
         params.push(Value::Text(service.clone()));
     }
-    match spans {
-        None => {}
-        Some(SpanScope::TimeRange) => {
-            let (filter, span_params) = span_filter(query);
-            sql.push_str(&format!(" AND trace_id IN ({filter})"));
-            params.extend(span_params);
-        }
-        Some(SpanScope::Traces(ids)) => {
-            // The ids came out of DuckDB as UUID text (hex digits and dashes): safe to inline.
-            let list: Vec<String> = ids.iter().map(|id| format!("'{id}'")).collect();
-            sql.push_str(&format!(
-                " AND trace_id IN ({})",
-                if list.is_empty() {
-                    "NULL".to_string()
-                } else {
-                    list.join(", ")
-                }
-            ));
-        }
+    if let Some(SpanScope::TimeRange) = spans {
+        let (filter, span_params) = span_filter(query);
+        sql.push_str(&format!(" AND trace_id IN ({filter})"));
+        params.extend(span_params);
     }
     sql.push_str(" ORDER BY ");
     sql.push_str(query.order.order_by());
@@ -527,6 +550,17 @@ mod tests {
         for bad in ["150", "ms", "1.2.3s", "5 parsecs", "-1s", "1e999s"] {
             assert!(bad.parse::<Duration>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn later_scans_are_sized_by_the_yield_so_far() {
+        // 9 of 20 traces from 16 blocks: the other 11 need about 20 more.
+        assert_eq!(blocks_for_the_rest(9, 20, 16), 20);
+        // Nearly full, or nothing found yet: the bounds.
+        assert_eq!(blocks_for_the_rest(19, 20, 16), 4);
+        assert_eq!(blocks_for_the_rest(0, 20, 16), MAX_SCAN_BLOCKS);
+        // A full page whose order still needs older blocks checked.
+        assert_eq!(blocks_for_the_rest(20, 20, 16), 4);
     }
 
     #[test]
