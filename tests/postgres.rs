@@ -2,17 +2,12 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::process::Command;
 
-use common::{post_protobuf, python_client_json, synthetic_request, Server};
+use common::{free_port, post_protobuf, python_client_json, synthetic_request, Server};
 
 fn start_with_postgres() -> (Server, u16) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port().port();
     let server = Server::start_with(&["--pg-addr", &format!("127.0.0.1:{port}")]);
     post_protobuf(&server, &synthetic_request(6, 5));
     (server, port)

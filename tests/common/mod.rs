@@ -24,8 +24,23 @@ pub struct Server {
     _temp: Option<tempfile::TempDir>,
 }
 
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+/// A loopback port nothing listens on, for a process the test starts. Taken below Linux's
+/// ephemeral range (32768 and up): a port the kernel handed out for `:0` and we released could
+/// be given to some outgoing connection before the child binds it, which failed a test with
+/// "address already in use". Each test binary walks its own stretch of ports, picked by pid.
+pub fn free_port() -> SocketAddr {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 10_000;
+    const SPAN: u16 = 22_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = (std::process::id() % 100) as u16 * (SPAN / 100);
+    loop {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN;
+        let address = SocketAddr::from(([127, 0, 0, 1], FIRST + offset));
+        if TcpListener::bind(address).is_ok() {
+            return address;
+        }
+    }
 }
 
 impl Server {
