@@ -34,18 +34,10 @@ impl Pass {
         format!("{}_rowid_watermark", self.name)
     }
 
-    /// The last rowid this pass has indexed; -1 before its first run.
-    fn watermark(&self, conn: &Connection) -> Result<i64, StoreError> {
-        Ok(conn.query_row(
-            "SELECT coalesce(max(CAST(value AS BIGINT)), -1) FROM ducktrace_meta WHERE key = ?",
-            [self.watermark_key()],
-            |row| row.get(0),
-        )?)
-    }
-
-    /// The rowids of `source` committed but not yet indexed by this pass, if any, which readers
-    /// look at directly. Sources are append-only (rowids `0..count`), so the count bounds the
-    /// range: a bare `rowid >` filter makes DuckDB visit every row group, even for no rows.
+    /// The rowids of `source` committed but not yet indexed by this pass, if any: what the pass
+    /// runs over next, and what readers look at directly meanwhile. Sources are append-only
+    /// (rowids `0..count`), so the count bounds the range: a bare `rowid >` filter makes DuckDB
+    /// visit every row group, even for no rows.
     pub(crate) fn unindexed(&self, conn: &Connection) -> Result<Option<RangeInclusive<i64>>, StoreError> {
         let (watermark, last): (i64, i64) = conn.query_row(
             &format!(
@@ -106,14 +98,9 @@ impl Indexer {
 fn run_pass(conn: &Connection, pass: &Pass) -> Result<(), StoreError> {
     conn.execute_batch("BEGIN TRANSACTION")?;
     let result = (|| {
-        let lo = pass.watermark(conn)?;
-        let hi: i64 = conn.query_row(
-            &format!("SELECT coalesce(max(rowid), -1) FROM {}", pass.source),
-            [],
-            |row| row.get(0),
-        )?;
-        if hi > lo {
-            let indexed = (pass.run)(conn, lo, hi)?;
+        if let Some(new) = pass.unindexed(conn)? {
+            let lo = new.start() - 1;
+            let indexed = (pass.run)(conn, lo, *new.end())?;
             if indexed > lo {
                 conn.execute(
                     "INSERT OR REPLACE INTO ducktrace_meta VALUES (?, ?)",
