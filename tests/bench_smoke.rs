@@ -75,6 +75,8 @@ fn ingest_fill_and_query_report_what_they_measured() {
     assert!(stored >= 3000, "{fill}");
 
     let page = format!("{api}/api/v3/traces/{{trace_id}}");
+    // Three seconds per ingest window: a one-second window once fell entirely inside a
+    // checkpoint (about a second per 500k spans here, commits wait for it) and counted nothing.
     let query = bench(&[
         "query",
         "--api",
@@ -86,7 +88,7 @@ fn ingest_fill_and_query_report_what_they_measured() {
         "--slow-iterations",
         "2",
         "--mixed-seconds",
-        "1",
+        "3",
         "--concurrent-searches",
         "2",
         "--page",
