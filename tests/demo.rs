@@ -279,6 +279,18 @@ fn order(demo: &Demo, token: &str, sku: &str) -> Answer {
     )
 }
 
+/// Places `count` orders of `sku`, each of which must be confirmed; their trace ids.
+fn confirmed_orders(demo: &Demo, token: &str, sku: &str, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|_| {
+            let answer = order(demo, token, sku);
+            assert_eq!(answer.status, 201, "order: {}", answer.body);
+            assert_eq!(answer.body["status"], "CONFIRMED");
+            answer.trace_id()
+        })
+        .collect()
+}
+
 /// Replaces a service's fault settings (fields left out are 0).
 fn set_faults(admin: SocketAddr, faults: Json) {
     let answer = call("PUT", &format!("http://{admin}/admin/faults"), None, Some(faults));
@@ -368,13 +380,7 @@ fn demo_services_trace_sagas_retries_breakers_and_events() {
 
     // Orders while inventory-1 fails everything: each Reserve that lands there first is
     // retried on inventory-2, so orders succeed.
-    let mut placed = Vec::new();
-    for _ in 0..6 {
-        let answer = order(&demo, &alice, "SKU-BOOK");
-        assert_eq!(answer.status, 201, "order: {}", answer.body);
-        assert_eq!(answer.body["status"], "CONFIRMED");
-        placed.push(answer.trace_id());
-    }
+    let placed = confirmed_orders(&demo, &alice, "SKU-BOOK", 6);
 
     // One trace across every service for an order.
     let all = r#"["api-gateway","auth","inventory","order","user"]"#;
@@ -560,13 +566,7 @@ fn demo_events_through_nats_jetstream() {
         answer.body["available"].as_i64().unwrap()
     };
     let before = stock(&demo);
-    let mut placed = Vec::new();
-    for _ in 0..4 {
-        let answer = order(&demo, &alice, "SKU-LAMP");
-        assert_eq!(answer.status, 201, "order: {}", answer.body);
-        assert_eq!(answer.body["status"], "CONFIRMED");
-        placed.push(answer.trace_id());
-    }
+    let placed = confirmed_orders(&demo, &alice, "SKU-LAMP", 4);
     assert_eq!(
         stock(&demo),
         before - placed.len() as i64,
@@ -616,13 +616,7 @@ fn demo_services_find_each_other_through_dns() {
     let ducktrace = Server::start();
     let demo = Demo::start_with(&ducktrace, None, Discovery::Dns);
     let alice = login(&demo, "alice");
-    let mut placed = Vec::new();
-    for _ in 0..4 {
-        let answer = order(&demo, &alice, "SKU-BOOK");
-        assert_eq!(answer.status, 201, "order: {}", answer.body);
-        assert_eq!(answer.body["status"], "CONFIRMED");
-        placed.push(answer.trace_id());
-    }
+    let placed = confirmed_orders(&demo, &alice, "SKU-BOOK", 4);
     eventually(
         &ducktrace,
         "one trace across every service",
