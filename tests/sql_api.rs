@@ -41,6 +41,17 @@ fn queries_run_over_get_and_post_with_typed_columns() {
 }
 
 #[test]
+fn new_stores_are_written_in_the_compact_storage_format() {
+    let server = Server::start();
+    let (status, answer) = post_sql(
+        &server,
+        "SELECT tags['storage_version'] FROM duckdb_databases() WHERE database_name = current_database()",
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["rows"], serde_json::json!([["v1.5.0+"]]));
+}
+
+#[test]
 fn writes_files_settings_and_multiple_statements_are_refused() {
     let server = Server::start();
     post_protobuf(&server, &synthetic_request(9, 3));
