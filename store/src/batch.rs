@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
-use crate::columns::{self, AttributeColumn, EventColumn, EventRow, LinkColumn, LinkRow};
+use crate::columns::{self, EventColumn, EventRow, KeySet, KeySetColumn, LinkColumn, LinkRow};
 use crate::ids::{parent_span_id, SpanId, TraceId};
 
 /// The service name OTel SDKs report when none is configured.
@@ -27,6 +27,7 @@ pub const UNKNOWN_SERVICE: &str = "unknown_service";
 /// Positions of the id columns the writer fills in (see `span_schema`).
 pub(crate) const RESOURCE_ID_COLUMN: usize = 10;
 pub(crate) const SCOPE_ID_COLUMN: usize = 11;
+pub(crate) const KEY_SET_COLUMN: usize = 14;
 
 /// The Arrow schema of `span_data`, column for column.
 pub(crate) fn span_schema() -> SchemaRef {
@@ -55,7 +56,7 @@ pub(crate) fn span_schema() -> SchemaRef {
                 Field::new("trace_state", DataType::Utf8, false),
                 Field::new("flags", DataType::UInt32, false),
             ];
-            fields.extend(columns::attribute_fields(false));
+            fields.extend(columns::key_set_fields());
             fields.extend([
                 Field::new("dropped_attributes_count", DataType::UInt32, false),
                 Field::new("events", columns::events_type(), false),
@@ -84,15 +85,17 @@ pub struct ScopeEntry {
     pub schema_url: String,
 }
 
-/// The accepted spans of one request as columns, plus the resources and scopes they refer to.
-/// `columns[RESOURCE_ID_COLUMN]` and `columns[SCOPE_ID_COLUMN]` hold indexes into `resources`
-/// and `scopes` until the writer swaps in the stored ids.
+/// The accepted spans of one request as columns, plus the resources, scopes and attribute key
+/// sets they refer to. `columns[RESOURCE_ID_COLUMN]`, `columns[SCOPE_ID_COLUMN]` and
+/// `columns[KEY_SET_COLUMN]` hold indexes into `resources`, `scopes` and `key_sets` until the
+/// writer swaps in the stored ids.
 pub struct SpanBatch {
     /// `span_schema()`, or for imported spans the same columns with their nested types as read.
     pub(crate) schema: SchemaRef,
     pub(crate) columns: Vec<ArrayRef>,
     pub(crate) resources: Vec<ResourceEntry>,
     pub(crate) scopes: Vec<ScopeEntry>,
+    pub(crate) key_sets: Vec<KeySet>,
     len: usize,
 }
 
@@ -122,11 +125,13 @@ impl SpanBatch {
         self.len == 0
     }
 
-    /// A batch of columns in `span_schema` order whose id columns index `resources` and `scopes`.
+    /// A batch of columns in `span_schema` order whose id columns index `resources`, `scopes`
+    /// and `key_sets`.
     pub(crate) fn from_columns(
         batch: RecordBatch,
         resources: Vec<ResourceEntry>,
         scopes: Vec<ScopeEntry>,
+        key_sets: Vec<KeySet>,
     ) -> Self {
         SpanBatch {
             schema: batch.schema(),
@@ -134,6 +139,7 @@ impl SpanBatch {
             columns: batch.columns().to_vec(),
             resources,
             scopes,
+            key_sets,
         }
     }
 
@@ -272,7 +278,7 @@ struct BatchBuilder {
     scope_ref: Vec<u32>,
     trace_state: StringBuilder,
     flags: Vec<u32>,
-    attributes: AttributeColumn,
+    attributes: KeySetColumn,
     dropped_attributes_count: Vec<u32>,
     events: EventColumn,
     dropped_events_count: Vec<u32>,
@@ -390,7 +396,8 @@ impl BatchBuilder {
             Arc::new(self.trace_state.finish()),
             Arc::new(UInt32Array::from(self.flags)),
         ];
-        columns.extend(self.attributes.finish());
+        let (attributes, key_sets) = self.attributes.finish();
+        columns.extend(attributes);
         columns.extend([
             Arc::new(UInt32Array::from(self.dropped_attributes_count)) as ArrayRef,
             Arc::new(self.events.finish()),
@@ -403,6 +410,7 @@ impl BatchBuilder {
             columns,
             resources: self.resources.entries,
             scopes: self.scopes.entries,
+            key_sets,
             len,
         }
     }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use duckdb::arrow::array::{
-    Array, ArrayRef, BinaryArray, FixedSizeBinaryArray, RecordBatch, StringArray, UInt32Array,
+    Array, ArrayRef, BinaryArray, FixedSizeBinaryArray, MapArray, RecordBatch, StringArray, UInt32Array,
 };
 use duckdb::arrow::buffer::Buffer;
 use duckdb::arrow::datatypes::{Field, Schema};
@@ -17,8 +17,10 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchR
 use prost::Message;
 
 use crate::batch::{
-    self, span_schema, ResourceEntry, ScopeEntry, SpanBatch, RESOURCE_ID_COLUMN, SCOPE_ID_COLUMN,
+    self, span_schema, ResourceEntry, ScopeEntry, SpanBatch, KEY_SET_COLUMN, RESOURCE_ID_COLUMN,
+    SCOPE_ID_COLUMN,
 };
+use crate::columns::{KeySet, KeySetColumn};
 use crate::ids::TraceId;
 use crate::{SpanWriter, WriteError};
 
@@ -142,8 +144,9 @@ impl ExportFile {
     }
 }
 
-/// Rebuilds the writer's columns from exported ones: the trace id back to its 16 bytes, and
-/// resources and scopes from their OTLP bytes, as indexes into the batch's own lists.
+/// Rebuilds the writer's columns from exported ones: the trace id back to its 16 bytes,
+/// resources and scopes from their OTLP bytes and attribute maps split into key sets and values,
+/// as indexes into the batch's own lists.
 fn span_batch(exported: &RecordBatch) -> Result<SpanBatch, String> {
     let column = |name: &str| {
         exported
@@ -182,6 +185,9 @@ fn span_batch(exported: &RecordBatch) -> Result<SpanBatch, String> {
         })
     })?;
 
+    let ([key_sets_column, values_column, types_column], key_sets) =
+        key_set_columns(&column("attributes")?, &column("attribute_types")?)?;
+
     let target = span_schema();
     let mut fields = Vec::with_capacity(target.fields().len());
     let mut columns = Vec::with_capacity(target.fields().len());
@@ -194,6 +200,9 @@ fn span_batch(exported: &RecordBatch) -> Result<SpanBatch, String> {
             )),
             RESOURCE_ID_COLUMN => Arc::new(UInt32Array::from(resource_ids.clone())),
             SCOPE_ID_COLUMN => Arc::new(UInt32Array::from(scope_ids.clone())),
+            KEY_SET_COLUMN => key_sets_column.clone(),
+            i if i == KEY_SET_COLUMN + 1 => values_column.clone(),
+            i if i == KEY_SET_COLUMN + 2 => types_column.clone(),
             _ => column(field.name())?,
         };
         // Nested columns keep the field names the file was written with; DuckDB matches by
@@ -205,7 +214,47 @@ fn span_batch(exported: &RecordBatch) -> Result<SpanBatch, String> {
         columns.push(array);
     }
     let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| e.to_string())?;
-    Ok(SpanBatch::from_columns(batch, resources, scopes))
+    Ok(SpanBatch::from_columns(batch, resources, scopes, key_sets))
+}
+
+/// The span attribute columns (key set, values, type letters) of exported attribute maps.
+fn key_set_columns(attributes: &ArrayRef, types: &ArrayRef) -> Result<([ArrayRef; 3], Vec<KeySet>), String> {
+    let maps = attributes
+        .as_any()
+        .downcast_ref::<MapArray>()
+        .ok_or("column attributes is not a map")?;
+    let types = types
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or("column attribute_types is not text")?;
+    let keys = maps
+        .keys()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or("attribute keys are not text")?;
+    let values = maps
+        .values()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or("attribute values are not text")?;
+    let mut column = KeySetColumn::default();
+    for (row, entries) in maps.value_offsets().windows(2).enumerate() {
+        let entries = entries[0] as usize..entries[1] as usize;
+        let letters = types.value(row).as_bytes();
+        if letters.len() != entries.len() {
+            return Err(format!(
+                "row {row} has {} attributes but {} type letters",
+                entries.len(),
+                letters.len()
+            ));
+        }
+        for (entry, &letter) in entries.zip(letters) {
+            let value = values.is_valid(entry).then(|| values.value(entry));
+            column.push_entry(keys.value(entry), letter, value);
+        }
+        column.end_row();
+    }
+    Ok(column.finish())
 }
 
 /// Batch-local indexes for the values of a binary column, and the entry of each distinct value.

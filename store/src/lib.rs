@@ -10,6 +10,7 @@ pub mod export;
 pub mod ids;
 pub mod import;
 mod indexer;
+mod key_sets;
 pub mod metrics;
 pub mod otlp_json;
 mod reader;
@@ -120,8 +121,9 @@ impl Store {
         std::fs::create_dir_all(&config.data_dir)?;
         let path = config.data_dir.join(DATABASE_FILE);
         let conn = Connection::open_with_flags(&path, new_file_format()?)?;
-        conn.execute_batch(&schema::ddl())?;
+        conn.execute_batch(schema::META_DDL)?;
         check_schema_version(&conn, &path)?;
+        conn.execute_batch(&schema::ddl())?;
         let memory_limit = &config.memory_limit;
         if !memory_limit
             .chars()

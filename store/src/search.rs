@@ -15,6 +15,7 @@ use duckdb::Connection;
 
 use crate::attribute_index::{self, Block};
 use crate::ids::TraceId;
+use crate::key_sets;
 use crate::StoreError;
 
 /// How far past the range's end a matching span may start, for spans of long traces.
@@ -227,9 +228,20 @@ pub struct Operation {
 /// pairs (attribute_index.rs), newest first; for the newest-first order the search stops as
 /// soon as no older block can hold a trace recent enough to make the list.
 pub fn search(conn: &Connection, query: &TraceQuery) -> Result<Vec<TraceSummary>, StoreError> {
+    // One snapshot, so that the attribute key positions read first cover every span read later.
+    conn.execute_batch("BEGIN TRANSACTION")?;
+    let result = search_in_snapshot(conn, query);
+    let end = conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
+    let traces = result?;
+    end?;
+    Ok(traces)
+}
+
+fn search_in_snapshot(conn: &Connection, query: &TraceQuery) -> Result<Vec<TraceSummary>, StoreError> {
+    let filter = span_filter(conn, query)?;
     let Some(blocks) = attribute_blocks(conn, query)? else {
-        let spans =
-            (query.operation.is_some() || !query.attributes.is_empty()).then_some(SpanScope::TimeRange);
+        let spans = (query.operation.is_some() || !query.attributes.is_empty())
+            .then_some(SpanScope::TimeRange(&filter));
         return summaries(conn, query, spans);
     };
     let mut found: Vec<String> = Vec::new();
@@ -243,7 +255,7 @@ pub fn search(conn: &Connection, query: &TraceQuery) -> Result<Vec<TraceSummary>
         };
         let chunk = &blocks[scanned..(scanned + take).min(blocks.len())];
         scanned += chunk.len();
-        found.extend(matching_traces(conn, query, chunk)?);
+        found.extend(matching_traces(conn, &filter, chunk)?);
         if query.order != TraceOrder::MostRecent && scanned < blocks.len() {
             continue;
         }
@@ -279,8 +291,8 @@ fn blocks_for_the_rest(found: usize, wanted: usize, scanned: usize) -> usize {
 
 /// Which spans the span-level filters (service, operation, attributes) are checked on.
 enum SpanScope<'a> {
-    /// Every span in the time range.
-    TimeRange,
+    /// Every span in the time range that passes the filter.
+    TimeRange(&'a SpanFilter),
     /// Only these traces (UUID text), already found to match.
     Traces(&'a [String]),
 }
@@ -303,10 +315,15 @@ fn attribute_blocks(conn: &Connection, query: &TraceQuery) -> Result<Option<Vec<
 /// Beyond this many blocks, an order other than newest-first reads the whole time range at once.
 const MAX_SCANNED_BLOCKS: usize = 64;
 
-/// Span-level filters as SQL on `span_data`, with their parameters.
-fn span_filter(query: &TraceQuery) -> (String, Vec<Value>) {
+/// Span-level filters as SQL selecting the trace ids of `span_data s`, with their parameters.
+struct SpanFilter {
+    sql: String,
+    params: Vec<Value>,
+}
+
+fn span_filter(conn: &Connection, query: &TraceQuery) -> Result<SpanFilter, StoreError> {
     let mut sql = String::from(
-        "SELECT trace_id FROM span_data
+        "SELECT trace_id FROM span_data s
          WHERE start_time >= make_timestamp_ns(?) AND start_time < make_timestamp_ns(?)",
     );
     let mut params = vec![
@@ -322,30 +339,29 @@ fn span_filter(query: &TraceQuery) -> (String, Vec<Value>) {
         params.push(Value::Text(operation.clone()));
     }
     for filter in &query.attributes {
-        sql.push_str(" AND attributes[?] = ?");
-        params.push(Value::Text(filter.key.clone()));
+        let value = key_sets::attribute_value_sql(conn, &filter.key)?;
+        sql.push_str(&format!(" AND {value} = ?"));
         params.push(Value::Text(filter.value.clone()));
     }
-    (sql, params)
+    Ok(SpanFilter { sql, params })
 }
 
 /// The ids (UUID text) of the traces with a span matching every span-level filter in these blocks: one
 /// scan per block, each pruned to its rowids.
 fn matching_traces(
     conn: &Connection,
-    query: &TraceQuery,
+    filter: &SpanFilter,
     blocks: &[Block],
 ) -> Result<Vec<String>, StoreError> {
-    let (filter, params) = span_filter(query);
     let branches: Vec<String> = blocks
         .iter()
-        .map(|block| format!("{filter} AND {}", block.condition()))
+        .map(|block| format!("{} AND {}", filter.sql, block.condition()))
         .collect();
     let sql = format!(
         "SELECT DISTINCT CAST(trace_id AS VARCHAR) FROM ({})",
         branches.join(" UNION ALL ")
     );
-    let all_params = std::iter::repeat_n(params, blocks.len()).flatten();
+    let all_params = std::iter::repeat_n(&filter.params, blocks.len()).flatten();
     let mut statement = conn.prepare(&sql)?;
     let ids = statement
         .query_map(duckdb::params_from_iter(all_params), |row| {
@@ -403,10 +419,9 @@ fn summaries(
         sql.push_str(" AND map_contains(services, ?)");
         params.push(Value::Text(service.clone()));
     }
-    if let Some(SpanScope::TimeRange) = spans {
-        let (filter, span_params) = span_filter(query);
-        sql.push_str(&format!(" AND trace_id IN ({filter})"));
-        params.extend(span_params);
+    if let Some(SpanScope::TimeRange(filter)) = spans {
+        sql.push_str(&format!(" AND trace_id IN ({})", filter.sql));
+        params.extend(filter.params.iter().cloned());
     }
     sql.push_str(" ORDER BY ");
     sql.push_str(query.order.order_by());

@@ -18,8 +18,8 @@ use duckdb::arrow::datatypes::{DataType, Field, Schema};
 use duckdb::Connection;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::batch::{SpanBatch, RESOURCE_ID_COLUMN, SCOPE_ID_COLUMN};
-use crate::columns::{attribute_fields, AttributeColumn};
+use crate::batch::{SpanBatch, KEY_SET_COLUMN, RESOURCE_ID_COLUMN, SCOPE_ID_COLUMN};
+use crate::columns::{attribute_fields, key_set_rows, AttributeColumn, KeySet};
 use crate::StoreError;
 
 /// WAL size that makes a commit checkpoint (DuckDB's default is 16MB). A checkpoint compresses
@@ -108,7 +108,8 @@ impl SpanWriter {
     }
 }
 
-/// Maps canonical bytes of a resource or scope to its stored id, assigning new ids in order.
+/// Maps canonical bytes of a resource, scope or attribute key set to its stored id, assigning
+/// new ids in order.
 #[derive(Default)]
 struct Interner {
     ids: HashMap<Vec<u8>, u32>,
@@ -140,11 +141,11 @@ impl Interner {
     }
 
     /// Stored ids for a batch's entries; `new_row` writes the row of each one new to the store.
-    fn ids_for<E>(
+    fn ids_for<'e, E>(
         &mut self,
-        entries: &[E],
+        entries: &'e [E],
         fingerprint: fn(&E) -> &Vec<u8>,
-        mut new_row: impl FnMut(u32, &E),
+        mut new_row: impl FnMut(u32, &'e E),
     ) -> Vec<u32> {
         entries
             .iter()
@@ -193,6 +194,7 @@ pub(crate) fn spawn(
     let writer = Writer {
         resources: Interner::load(&conn, "resources", "resource_id")?,
         scopes: Interner::load(&conn, "scopes", "scope_id")?,
+        key_sets: Interner::load(&conn, "attribute_key_sets", "key_set_id")?,
         conn,
         config: config.clone(),
     };
@@ -211,6 +213,7 @@ struct Writer {
     conn: Connection,
     resources: Interner,
     scopes: Interner,
+    key_sets: Interner,
     config: WriterConfig,
 }
 
@@ -264,12 +267,14 @@ impl Writer {
         let result = self.append_all(group);
         match result {
             Ok(()) => {
-                self.resources.commit();
-                self.scopes.commit();
+                for interner in [&mut self.resources, &mut self.scopes, &mut self.key_sets] {
+                    interner.commit();
+                }
             }
             Err(_) => {
-                self.resources.rollback();
-                self.scopes.rollback();
+                for interner in [&mut self.resources, &mut self.scopes, &mut self.key_sets] {
+                    interner.rollback();
+                }
             }
         }
         result
@@ -280,6 +285,7 @@ impl Writer {
         {
             let mut resource_rows = NewRows::default();
             let mut scope_rows = NewRows::default();
+            let (mut key_set_ids, mut new_key_sets): (Vec<u32>, Vec<&KeySet>) = Default::default();
             let mut spans = transaction.appender("span_data")?;
             for job in group {
                 let batch = &job.batch;
@@ -293,16 +299,29 @@ impl Writer {
                     |e| &e.fingerprint,
                     |id, e| scope_rows.push_scope(id, e),
                 );
+                let key_set_ids_here = self.key_sets.ids_for(
+                    &batch.key_sets,
+                    |e| &e.fingerprint,
+                    |id, e| {
+                        key_set_ids.push(id);
+                        new_key_sets.push(e);
+                    },
+                );
                 let mut columns = batch.columns.clone();
                 columns[RESOURCE_ID_COLUMN] = remap(&columns[RESOURCE_ID_COLUMN], &resource_ids);
                 columns[SCOPE_ID_COLUMN] = remap(&columns[SCOPE_ID_COLUMN], &scope_ids);
+                columns[KEY_SET_COLUMN] = remap(&columns[KEY_SET_COLUMN], &key_set_ids_here);
                 spans.append_record_batch(RecordBatch::try_new(batch.schema.clone(), columns)?)?;
             }
             // Appenders only report flush errors from an explicit flush, never from drop.
             spans.flush()?;
+            let key_set_rows = (!key_set_ids.is_empty())
+                .then(|| key_set_rows(key_set_ids, &new_key_sets))
+                .transpose()?;
             for (table, rows) in [
                 ("resources", resource_rows.finish(ResourceOrScope::Resource)?),
                 ("scopes", scope_rows.finish(ResourceOrScope::Scope)?),
+                ("attribute_key_sets", key_set_rows),
             ] {
                 if let Some(rows) = rows {
                     let mut appender = transaction.appender(table)?;

@@ -1,0 +1,34 @@
+//! Reading span attributes, which are stored as the id of their key list plus the values in
+//! that order (`KeySetColumn` in columns.rs), without building maps.
+//!
+//! DuckDB's `map()` costs about 2 µs per row, so `map(keys, values)['k']` over 10M spans takes
+//! 20 s; the value's position looked up per key set reads the same spans in well under one.
+
+use duckdb::Connection;
+
+use crate::StoreError;
+
+/// SQL for the value text of attribute `key` of the `span_data s` row, NULL when the span has
+/// no such key: its position in each key set, as a list literal indexed by key set id, so a scan
+/// needs no join. Read it in the same transaction as the spans, so that it covers every key set
+/// they use.
+pub(crate) fn attribute_value_sql(conn: &Connection, key: &str) -> Result<String, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT key_set_id, list_position(keys, ?) FROM attribute_key_sets
+         WHERE list_contains(keys, ?) ORDER BY key_set_id",
+    )?;
+    let found: Vec<(u32, i64)> = statement
+        .query_map([key, key], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let Some(&(last, _)) = found.last() else {
+        return Ok("NULL".to_string());
+    };
+    let mut positions = vec!["NULL".to_string(); last as usize + 1];
+    for (id, position) in found {
+        positions[id as usize] = position.to_string();
+    }
+    Ok(format!(
+        "s.attribute_values[[{}][s.attribute_key_set + 1]]",
+        positions.join(",")
+    ))
+}
