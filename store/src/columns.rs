@@ -85,19 +85,32 @@ pub fn links_type() -> DataType {
     )))
 }
 
+/// Up to this many attributes, repeated keys are found by comparing each with the later ones.
+const FEW_ATTRIBUTES: usize = 32;
+
 /// The entries of one attribute list as stored: key, type letter and value text. OTLP requires
 /// unique keys and DuckDB maps enforce it, so a repeated key keeps its last value (what a map
 /// assignment in any SDK would have produced).
 fn stored_entries(attributes: &[KeyValue]) -> impl Iterator<Item = (&str, u8, Option<Cow<'_, str>>)> {
-    let mut seen_later: HashSet<&str> = HashSet::new();
-    let keep: Vec<bool> = attributes
-        .iter()
-        .rev()
-        .map(|kv| seen_later.insert(kv.key.as_str()))
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
+    let keep: Vec<bool> = if attributes.len() <= FEW_ATTRIBUTES {
+        // Comparing with the later keys beats hashing every key of every span.
+        (0..attributes.len())
+            .map(|i| {
+                attributes[i + 1..]
+                    .iter()
+                    .all(|later| later.key != attributes[i].key)
+            })
+            .collect()
+    } else {
+        let mut seen_later: HashSet<&str> = HashSet::new();
+        let mut keep: Vec<bool> = attributes
+            .iter()
+            .rev()
+            .map(|kv| seen_later.insert(kv.key.as_str()))
+            .collect();
+        keep.reverse();
+        keep
+    };
     attributes
         .iter()
         .zip(keep)
@@ -194,9 +207,21 @@ pub fn key_set_fields() -> [Field; 3] {
 
 /// A list of attribute keys as first seen in a batch; the writer stores each distinct one once.
 pub struct KeySet {
-    /// The keys, each preceded by its length: equal fingerprints, same list.
+    /// The keys, each preceded by its length (four bytes, little-endian): equal fingerprints,
+    /// same list.
     pub fingerprint: Vec<u8>,
-    pub keys: Vec<String>,
+}
+
+impl KeySet {
+    fn keys(&self) -> impl Iterator<Item = &str> {
+        let mut rest = self.fingerprint.as_slice();
+        std::iter::from_fn(move || {
+            let (length, tail) = rest.split_first_chunk::<4>()?;
+            let (key, tail) = tail.split_at(u32::from_le_bytes(*length) as usize);
+            rest = tail;
+            Some(std::str::from_utf8(key).expect("fingerprints are made of str keys"))
+        })
+    }
 }
 
 /// Span attributes as the id of their key list plus the values in that order. The spans of one
@@ -211,8 +236,7 @@ pub struct KeySetColumn {
     /// Per row, an index into `key_sets` until the writer swaps in the stored id.
     key_set_ref: Vec<u32>,
     values: ValueLists,
-    /// The current row's keys and fingerprint.
-    keys: Vec<String>,
+    /// The current row's fingerprint.
     fingerprint: Vec<u8>,
 }
 
@@ -229,22 +253,17 @@ impl KeySetColumn {
         self.fingerprint
             .extend_from_slice(&(key.len() as u32).to_le_bytes());
         self.fingerprint.extend_from_slice(key.as_bytes());
-        self.keys.push(key.to_owned());
         self.values.push_value(letter, text);
     }
 
     pub fn end_row(&mut self) {
         let next = self.key_sets.len() as u32;
         let index = match self.index.get(&self.fingerprint) {
-            Some(&index) => {
-                self.keys.clear();
-                index
-            }
+            Some(&index) => index,
             None => {
                 self.index.insert(self.fingerprint.clone(), next);
                 self.key_sets.push(KeySet {
                     fingerprint: self.fingerprint.clone(),
-                    keys: std::mem::take(&mut self.keys),
                 });
                 next
             }
@@ -276,7 +295,7 @@ impl KeySetColumn {
 pub fn key_set_rows(ids: Vec<u32>, key_sets: &[&KeySet]) -> Result<RecordBatch, ArrowError> {
     let mut keys = ListBuilder::new(StringBuilder::new());
     for key_set in key_sets {
-        for key in &key_set.keys {
+        for key in key_set.keys() {
             keys.values().append_value(key);
         }
         keys.append(true);
@@ -422,4 +441,53 @@ fn list_array(list_type: DataType, offsets: Vec<i32>, items: StructArray) -> Lis
         Arc::new(items),
         None,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue};
+
+    fn text(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue {
+                value: Some(Value::StringValue(value.into())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Both ways of finding repeated keys, a short list and one past FEW_ATTRIBUTES.
+    #[test]
+    fn a_repeated_key_keeps_its_last_value_and_key_sets_round_trip() {
+        for filler in [0, FEW_ATTRIBUTES] {
+            let mut attributes: Vec<KeyValue> = (0..filler).map(|i| text(&format!("k{i}"), "v")).collect();
+            attributes.extend([text("a", "first"), text("b", "x"), text("a", "last")]);
+            let stored: Vec<(&str, Option<String>)> = stored_entries(&attributes)
+                .map(|(key, _, text)| (key, text.map(String::from)))
+                .collect();
+            assert_eq!(stored.len(), filler + 2);
+            assert_eq!(
+                stored[filler..],
+                [("b", Some("x".into())), ("a", Some("last".into()))]
+            );
+
+            let mut column = KeySetColumn::default();
+            column.push(&attributes);
+            column.push(&[text("b", "y")]);
+            column.push(&attributes);
+            let ([ids, _, _], key_sets) = column.finish();
+            let ids = ids.as_any().downcast_ref::<UInt32Array>().unwrap();
+            assert_eq!(
+                ids.values().to_vec(),
+                [0, 1, 0],
+                "equal key lists share a key set"
+            );
+            let keys: Vec<&str> = key_sets[0].keys().collect();
+            assert_eq!(keys.len(), filler + 2);
+            assert_eq!(keys[filler..], ["b", "a"]);
+            assert_eq!(key_sets[1].keys().collect::<Vec<_>>(), ["b"]);
+        }
+    }
 }
