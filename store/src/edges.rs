@@ -15,22 +15,22 @@ use duckdb::Connection;
 use crate::indexer::Pass;
 use crate::StoreError;
 
-/// Pairs whose child is new (rowid in `($1, $2]`), or whose parent is new and child older; each side's partner is looked for in a time window, pruned by zone maps.
+/// Pairs whose child is new (rowid in `({lo}, {hi}]`), or whose parent is new and child older;
+/// each side's partner is looked for from `{window_start}` (ns) on. The bounds are inlined
+/// constants: DuckDB prunes row groups by zone maps only for constants, and with the window as a
+/// subquery every pass read the partners' columns of the whole table.
 const MATCH_NEW_SPANS: &str = "
 INSERT INTO service_calls
-WITH window_start AS (
-    SELECT min(start_time) - INTERVAL 1 HOUR AS t FROM span_data WHERE rowid > $1 AND rowid <= $2
-),
-pairs AS (
+WITH pairs AS (
     SELECT c.*, p.service_name AS caller
     FROM span_data c JOIN span_data p ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id
-    WHERE c.rowid > $1 AND c.rowid <= $2
-      AND p.rowid <= $2 AND p.start_time >= (SELECT t FROM window_start)
+    WHERE c.rowid > {lo} AND c.rowid <= {hi}
+      AND p.rowid <= {hi} AND p.start_time >= make_timestamp_ns({window_start})
     UNION ALL
     SELECT c.*, p.service_name AS caller
     FROM span_data c JOIN span_data p ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id
-    WHERE p.rowid > $1 AND p.rowid <= $2
-      AND c.rowid <= $1 AND c.start_time >= (SELECT t FROM window_start)
+    WHERE p.rowid > {lo} AND p.rowid <= {hi}
+      AND c.rowid <= {lo} AND c.start_time >= make_timestamp_ns({window_start})
 )
 SELECT start_time, caller, service_name, span_name, duration_ns, coalesce(status_code = 2, false), trace_id
 FROM pairs
@@ -96,7 +96,23 @@ fn roll_up_new_calls(conn: &Connection, lo: i64, hi: i64) -> Result<i64, StoreEr
     Ok(hi)
 }
 
+/// How far back a new span's parent or child is looked for.
+const PARTNER_WINDOW_NS: i64 = 3_600_000_000_000;
+
 fn match_new_spans(conn: &Connection, lo: i64, hi: i64) -> Result<i64, StoreError> {
-    conn.prepare_cached(MATCH_NEW_SPANS)?.execute([lo, hi])?;
+    let earliest: Option<i64> = conn.query_row(
+        &format!("SELECT epoch_ns(min(start_time)) FROM span_data WHERE rowid > {lo} AND rowid <= {hi}"),
+        [],
+        |row| row.get(0),
+    )?;
+    if let Some(earliest) = earliest {
+        let window_start = earliest.saturating_sub(PARTNER_WINDOW_NS);
+        conn.execute_batch(
+            &MATCH_NEW_SPANS
+                .replace("{lo}", &lo.to_string())
+                .replace("{hi}", &hi.to_string())
+                .replace("{window_start}", &window_start.to_string()),
+        )?;
+    }
     Ok(hi)
 }

@@ -100,7 +100,9 @@ fn run_pass(conn: &Connection, pass: &Pass) -> Result<(), StoreError> {
     let result = (|| {
         if let Some(new) = pass.unindexed(conn)? {
             let lo = new.start() - 1;
+            let started = std::time::Instant::now();
             let indexed = (pass.run)(conn, lo, *new.end())?;
+            tracing::debug!(pass = pass.name, rows = new.end() - lo, elapsed = ?started.elapsed(), "indexed");
             if indexed > lo {
                 conn.execute(
                     "INSERT OR REPLACE INTO ducktrace_meta VALUES (?, ?)",

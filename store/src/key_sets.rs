@@ -4,9 +4,36 @@
 //! DuckDB's `map()` costs about 2 µs per row, so `map(keys, values)['k']` over 10M spans takes
 //! 20 s; the value's position looked up per key set reads the same spans in well under one.
 
+use std::collections::HashMap;
+
+use duckdb::arrow::array::{Array, ListArray, StringArray, UInt32Array};
 use duckdb::Connection;
 
 use crate::StoreError;
+
+/// Every stored key set's keys, by id.
+pub(crate) fn stored_key_sets(conn: &Connection) -> Result<HashMap<u32, Vec<String>>, StoreError> {
+    let mut statement = conn.prepare_cached("SELECT key_set_id, keys FROM attribute_key_sets")?;
+    let mut key_sets = HashMap::new();
+    for batch in statement.query_arrow([])? {
+        let ids = column::<UInt32Array>(batch.column(0));
+        let lists = column::<ListArray>(batch.column(1));
+        for row in 0..batch.num_rows() {
+            let keys = lists.value(row);
+            let keys = column::<StringArray>(&keys);
+            key_sets.insert(ids.value(row), keys.iter().flatten().map(String::from).collect());
+        }
+    }
+    Ok(key_sets)
+}
+
+/// A column of a query whose types the SQL fixes.
+pub(crate) fn column<T: Array + 'static>(array: &dyn Array) -> &T {
+    array
+        .as_any()
+        .downcast_ref::<T>()
+        .expect("the query fixes the column types")
+}
 
 /// SQL for the value text of attribute `key` of the `span_data s` row, NULL when the span has
 /// no such key: its position in each key set, as a list literal indexed by key set id, so a scan
