@@ -33,6 +33,10 @@ pub struct ServeArgs {
     /// Spans received but not yet committed; beyond this, exporters are told to retry later.
     #[arg(long, env = "DUCKTRACE_MAX_QUEUED_SPANS", default_value_t = WriterConfig::default().max_queued_spans)]
     max_queued_spans: usize,
+    /// Distinct lists of span attribute keys stored once each; spans with a new list past it
+    /// keep their keys inline, which takes more space but bounds memory when keys keep changing.
+    #[arg(long, env = "DUCKTRACE_MAX_ATTRIBUTE_KEY_SETS", default_value_t = WriterConfig::default().max_attribute_key_sets)]
+    max_attribute_key_sets: usize,
     /// Seconds one SQL statement may run before it is interrupted.
     #[arg(long, env = "DUCKTRACE_QUERY_TIMEOUT", default_value_t = 30)]
     query_timeout: u64,
@@ -69,6 +73,7 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = StoreConfig::new(args.data_dir.clone());
     config.writer.max_queued_spans = args.max_queued_spans;
+    config.writer.max_attribute_key_sets = args.max_attribute_key_sets;
     config.query_time_limit = Duration::from_secs(args.query_timeout);
     config.memory_limit = args.memory_limit.clone();
     config.max_concurrent_queries = args.max_concurrent_queries;

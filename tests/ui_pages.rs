@@ -266,6 +266,56 @@ fn attribute_search_reads_indexed_blocks_and_the_unindexed_tail() {
 }
 
 #[test]
+fn spans_past_the_key_set_limit_keep_their_keys_inline_and_are_found() {
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+    let text = |key: &str, value: &str| KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    };
+    let server = Server::start_with(&["--max-attribute-key-sets", "1"]);
+    // One full block: the first span's keys (index, http.route) are the one stored key set; two
+    // spans bring new lists, which must keep their keys inline.
+    let mut request = synthetic_request(9, 8192);
+    let spans = &mut request.resource_spans[0].scope_spans[0].spans;
+    spans[5000].attributes.push(text("user.id", "u-42"));
+    spans[6000].attributes = vec![text("user.id", "u-43")];
+    post_protobuf(&server, &request);
+    wait_for_blooms(&server, 1);
+
+    let stored = server.sql(
+        "SELECT (SELECT count(*) FROM attribute_key_sets), count(*) FILTER (WHERE attribute_key_set IS NULL)
+         FROM span_data",
+    );
+    assert_eq!(stored["rows"], serde_json::json!([[1, 2]]));
+    let users = server.sql(
+        "SELECT attributes['user.id'], attribute_values[list_position(attribute_keys, 'user.id')],
+                attributes['index']
+         FROM spans WHERE attributes['user.id'] IS NOT NULL ORDER BY 1",
+    );
+    assert_eq!(
+        users["rows"],
+        serde_json::json!([["u-42", "u-42", "5000"], ["u-43", "u-43", null]])
+    );
+    // Found through the block's Bloom filter, and by the span-level filter on inline keys.
+    for user in ["u-42", "u-43"] {
+        get_until(
+            &server,
+            &format!("/search?{HOSTILE_RANGE}&attributes=user.id%3D{user}"),
+            &synthetic_trace(9),
+        );
+    }
+    let (status, _, body) = get(&server.ui_url(&format!("/api/v3/traces/{}", synthetic_trace(9))));
+    assert_eq!(status, 200);
+    assert!(
+        body.contains(r#"{"key":"user.id","value":{"stringValue":"u-43"}}"#),
+        "{body}"
+    );
+}
+
+#[test]
 fn attribute_search_newest_first_stops_early_and_stays_exact() {
     use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
     let server = Server::start();

@@ -25,8 +25,8 @@ const MIN_BITS: usize = 1024;
 
 /// What a block's filter is made of: each span's key set, values and start time. The pairs are
 /// put together and hashed here: unnesting and de-duplicating them in SQL took four times longer.
-const BLOCK_SPANS: &str =
-    "SELECT attribute_key_set, attribute_values, epoch_ns(start_time) FROM span_data WHERE rowid BETWEEN ? AND ?";
+const BLOCK_SPANS: &str = "SELECT attribute_key_set, attribute_values, epoch_ns(start_time), attribute_keys
+     FROM span_data WHERE rowid BETWEEN ? AND ?";
 
 /// The pass that adds a filter for every block the writer has filled since the last pass.
 pub(crate) const ATTRIBUTE_BLOOMS: Pass = Pass {
@@ -55,17 +55,28 @@ fn index_full_blocks(conn: &Connection, lo: i64, hi: i64) -> Result<i64, StoreEr
             let values = key_sets::column::<ListArray>(batch.column(1));
             let texts = key_sets::column::<StringArray>(values.values());
             let starts = key_sets::column::<Int64Array>(batch.column(2));
+            let inline = key_sets::column::<ListArray>(batch.column(3));
             for (row, entries) in values.value_offsets().windows(2).enumerate() {
-                let id = ids.value(row);
-                let keys = key_sets.get(&id).ok_or(StoreError::Dangling {
-                    table: "attribute_key_sets",
-                    id,
-                })?;
                 let entries = entries[0] as usize..entries[1] as usize;
-                for (key, entry) in keys.iter().zip(entries) {
+                let mut add = |key: &str, entry: usize| {
                     if texts.is_valid(entry) {
                         hashes.push(pair_hash(key, texts.value(entry)));
                     }
+                };
+                if ids.is_valid(row) {
+                    let id = ids.value(row);
+                    let keys = key_sets.get(&id).ok_or(StoreError::Dangling {
+                        table: "attribute_key_sets",
+                        id,
+                    })?;
+                    keys.iter().zip(entries).for_each(|(key, entry)| add(key, entry));
+                } else {
+                    let keys = inline.value(row);
+                    let keys = key_sets::column::<StringArray>(&keys);
+                    keys.iter()
+                        .flatten()
+                        .zip(entries)
+                        .for_each(|(key, entry)| add(key, entry));
                 }
                 first_start = first_start.min(starts.value(row));
                 last_start = last_start.max(starts.value(row));

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use duckdb::arrow::array::{
-    ArrayRef, BinaryArray, BinaryBuilder, ListArray, ListBuilder, MapArray, RecordBatch, StringArray,
+    Array, ArrayRef, BinaryArray, BinaryBuilder, ListArray, ListBuilder, MapArray, RecordBatch, StringArray,
     StringBuilder, StructArray, TimestampNanosecondArray, UInt32Array, UInt64Array,
 };
 use duckdb::arrow::buffer::OffsetBuffer;
@@ -196,10 +196,12 @@ fn value_list_type() -> DataType {
     DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
 }
 
-/// The three fields span attributes are stored as: key set id, value texts, type letters.
-pub fn key_set_fields() -> [Field; 3] {
+/// The four fields span attributes are stored as: key set id, the keys themselves when the key
+/// set could not be stored, value texts, type letters.
+pub fn key_set_fields() -> [Field; 4] {
     [
-        Field::new("attribute_key_set", DataType::UInt32, false),
+        Field::new("attribute_key_set", DataType::UInt32, true),
+        Field::new("attribute_keys", value_list_type(), true),
         Field::new("attribute_values", value_list_type(), false),
         Field::new("attribute_types", DataType::Utf8, false),
     ]
@@ -273,8 +275,9 @@ impl KeySetColumn {
         self.values.end_row();
     }
 
-    /// The columns in the order of [`key_set_fields`], and the key sets their ids index.
-    pub fn finish(self) -> ([ArrayRef; 3], Vec<KeySet>) {
+    /// The columns in the order of [`key_set_fields`], and the key sets their ids index. No
+    /// row has its keys inline yet: only the writer knows whether its key set can be stored.
+    pub fn finish(self) -> ([ArrayRef; 4], Vec<KeySet>) {
         let (offsets, values, types) = self.values.finish();
         let DataType::List(item) = value_list_type() else {
             unreachable!("values are a list")
@@ -283,12 +286,30 @@ impl KeySetColumn {
         (
             [
                 Arc::new(UInt32Array::from(self.key_set_ref)),
+                inline_keys(std::iter::repeat_n(None, lists.len())),
                 Arc::new(lists),
                 Arc::new(types),
             ],
             self.key_sets,
         )
     }
+}
+
+/// The `attribute_keys` column: per row, the keys of a key set that is not stored, else NULL.
+pub fn inline_keys<'a>(rows: impl Iterator<Item = Option<&'a KeySet>>) -> ArrayRef {
+    let mut keys = ListBuilder::new(StringBuilder::new());
+    for row in rows {
+        match row {
+            Some(key_set) => {
+                for key in key_set.keys() {
+                    keys.values().append_value(key);
+                }
+                keys.append(true);
+            }
+            None => keys.append(false),
+        }
+    }
+    Arc::new(keys.finish())
 }
 
 /// A batch of rows for `attribute_key_sets`.
@@ -477,7 +498,7 @@ mod tests {
             column.push(&attributes);
             column.push(&[text("b", "y")]);
             column.push(&attributes);
-            let ([ids, _, _], key_sets) = column.finish();
+            let ([ids, _, _, _], key_sets) = column.finish();
             let ids = ids.as_any().downcast_ref::<UInt32Array>().unwrap();
             assert_eq!(
                 ids.values().to_vec(),

@@ -29,7 +29,7 @@ const NANOS_PER_DAY: i64 = 24 * NANOS_PER_HOUR;
 const EXPORT_COLUMNS: &str = "
     replace(CAST(s.trace_id AS VARCHAR), '-', '') AS trace_id, s.span_id, s.parent_span_id,
     s.start_time, s.duration_ns, s.service_name, s.span_name, s.span_kind, s.status_code,
-    s.status_message, s.trace_state, s.flags, map(k.keys, s.attribute_values) AS attributes,
+    s.status_message, s.trace_state, s.flags, map(coalesce(s.attribute_keys, k.keys), s.attribute_values) AS attributes,
     s.attribute_types, s.dropped_attributes_count,
     s.events, s.dropped_events_count, s.links, s.dropped_links_count,
     r.attributes AS resource_attributes, sc.name AS scope_name, sc.version AS scope_version,
@@ -248,7 +248,7 @@ pub fn write_part(runner: &dyn QueryRunner, out_dir: &Path, part: &Part) -> Resu
     let sql = format!(
         "SELECT {EXPORT_COLUMNS}
          FROM span_data s JOIN resources r USING (resource_id) JOIN scopes sc USING (scope_id)
-         JOIN attribute_key_sets k ON k.key_set_id = s.attribute_key_set
+         LEFT JOIN attribute_key_sets k ON k.key_set_id = s.attribute_key_set
          WHERE {}",
         part.range.condition()
     );

@@ -185,7 +185,7 @@ fn span_batch(exported: &RecordBatch) -> Result<SpanBatch, String> {
         })
     })?;
 
-    let ([key_sets_column, values_column, types_column], key_sets) =
+    let ([key_sets_column, keys_column, values_column, types_column], key_sets) =
         key_set_columns(&column("attributes")?, &column("attribute_types")?)?;
 
     let target = span_schema();
@@ -201,8 +201,9 @@ fn span_batch(exported: &RecordBatch) -> Result<SpanBatch, String> {
             RESOURCE_ID_COLUMN => Arc::new(UInt32Array::from(resource_ids.clone())),
             SCOPE_ID_COLUMN => Arc::new(UInt32Array::from(scope_ids.clone())),
             KEY_SET_COLUMN => key_sets_column.clone(),
-            i if i == KEY_SET_COLUMN + 1 => values_column.clone(),
-            i if i == KEY_SET_COLUMN + 2 => types_column.clone(),
+            i if i == KEY_SET_COLUMN + 1 => keys_column.clone(),
+            i if i == KEY_SET_COLUMN + 2 => values_column.clone(),
+            i if i == KEY_SET_COLUMN + 3 => types_column.clone(),
             _ => column(field.name())?,
         };
         // Nested columns keep the field names the file was written with; DuckDB matches by
@@ -218,7 +219,7 @@ fn span_batch(exported: &RecordBatch) -> Result<SpanBatch, String> {
 }
 
 /// The span attribute columns (key set, values, type letters) of exported attribute maps.
-fn key_set_columns(attributes: &ArrayRef, types: &ArrayRef) -> Result<([ArrayRef; 3], Vec<KeySet>), String> {
+fn key_set_columns(attributes: &ArrayRef, types: &ArrayRef) -> Result<([ArrayRef; 4], Vec<KeySet>), String> {
     let maps = attributes
         .as_any()
         .downcast_ref::<MapArray>()

@@ -1,5 +1,6 @@
 //! Reading span attributes, which are stored as the id of their key list plus the values in
-//! that order (`KeySetColumn` in columns.rs), without building maps.
+//! that order (`KeySetColumn` in columns.rs; the keys inline past the writer's limit of key
+//! sets), without building maps.
 //!
 //! DuckDB's `map()` costs about 2 µs per row, so `map(keys, values)['k']` over 10M spans takes
 //! 20 s; the value's position looked up per key set reads the same spans in well under one.
@@ -36,9 +37,10 @@ pub(crate) fn column<T: Array + 'static>(array: &dyn Array) -> &T {
 }
 
 /// SQL for the value text of attribute `key` of the `span_data s` row, NULL when the span has
-/// no such key: its position in each key set, as a list literal indexed by key set id, so a scan
-/// needs no join. Read it in the same transaction as the spans, so that it covers every key set
-/// they use.
+/// no such key, with one `?` to bind to `key`: its position in each key set, as a list literal
+/// indexed by key set id so that a scan needs no join, or in the span's own keys when its key
+/// set was not stored. Read it in the same transaction as the spans, so that it covers every
+/// key set they use.
 pub(crate) fn attribute_value_sql(conn: &Connection, key: &str) -> Result<String, StoreError> {
     let mut statement = conn.prepare_cached(
         "SELECT key_set_id, list_position(keys, ?) FROM attribute_key_sets
@@ -47,15 +49,16 @@ pub(crate) fn attribute_value_sql(conn: &Connection, key: &str) -> Result<String
     let found: Vec<(u32, i64)> = statement
         .query_map([key, key], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<Result<_, _>>()?;
+    let inline = "list_position(s.attribute_keys, ?)";
     let Some(&(last, _)) = found.last() else {
-        return Ok("NULL".to_string());
+        return Ok(format!("s.attribute_values[{inline}]"));
     };
     let mut positions = vec!["NULL".to_string(); last as usize + 1];
     for (id, position) in found {
         positions[id as usize] = position.to_string();
     }
     Ok(format!(
-        "s.attribute_values[[{}][s.attribute_key_set + 1]]",
+        "s.attribute_values[coalesce([{}][s.attribute_key_set + 1], {inline})]",
         positions.join(",")
     ))
 }

@@ -53,9 +53,9 @@ pub fn trace(conn: &Connection, trace_id: TraceId) -> Result<Vec<ResourceSpans>,
     let sql = format!(
         "SELECT span_id, parent_span_id, epoch_ns(start_time), duration_ns, span_name, span_kind,
                 status_code, status_message, resource_id, scope_id, trace_state, flags,
-                map(k.keys, s.attribute_values), attribute_types, dropped_attributes_count, events,
-                dropped_events_count, links, dropped_links_count
-         FROM span_data s JOIN attribute_key_sets k ON k.key_set_id = s.attribute_key_set
+                map(coalesce(s.attribute_keys, k.keys), s.attribute_values), attribute_types,
+                dropped_attributes_count, events, dropped_events_count, links, dropped_links_count
+         FROM span_data s LEFT JOIN attribute_key_sets k ON k.key_set_id = s.attribute_key_set
          WHERE trace_id = CAST('{id}' AS UUID)
            AND start_time >= make_timestamp_ns({from_ns}) AND start_time <= make_timestamp_ns({to_ns})
          ORDER BY resource_id, scope_id, start_time, span_id"

@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS scopes (
 );
 
 -- Each distinct list of span attribute keys, in the order the span sent them; a span stores
--- its key set's id and its values in the same order.
+-- its key set's id and its values in the same order (or, once the writer's limit of key sets is
+-- reached, a new list of keys in its own attribute_keys, with a NULL key set).
 CREATE TABLE IF NOT EXISTS attribute_key_sets (
     key_set_id UINTEGER NOT NULL,
     keys VARCHAR[] NOT NULL,
@@ -62,7 +63,8 @@ CREATE TABLE IF NOT EXISTS span_data (
     scope_id UINTEGER NOT NULL,
     trace_state VARCHAR NOT NULL,
     flags UINTEGER NOT NULL,
-    attribute_key_set UINTEGER NOT NULL,
+    attribute_key_set UINTEGER,
+    attribute_keys VARCHAR[],
     attribute_values VARCHAR[] NOT NULL,
     attribute_types VARCHAR NOT NULL,
     dropped_attributes_count UINTEGER NOT NULL,
@@ -152,11 +154,11 @@ SELECT
     s.duration_ns,
     status_code_name(coalesce(s.status_code, 0)) AS status_code,
     s.status_message,
-    map(k.keys, s.attribute_values) AS attributes,
+    map(coalesce(s.attribute_keys, k.keys), s.attribute_values) AS attributes,
     s.attribute_types,
     -- The same attributes as two lists: attribute_values[list_position(attribute_keys, 'k')]
     -- reads a value without building each span's map, many times faster over many spans.
-    k.keys AS attribute_keys,
+    coalesce(s.attribute_keys, k.keys) AS attribute_keys,
     s.attribute_values,
     r.attributes AS resource_attributes,
     sc.name AS scope_name,
@@ -169,7 +171,7 @@ SELECT
     s.dropped_events_count,
     s.dropped_links_count
 FROM span_data s
-JOIN attribute_key_sets k ON k.key_set_id = s.attribute_key_set
+LEFT JOIN attribute_key_sets k ON k.key_set_id = s.attribute_key_set
 JOIN resources r USING (resource_id)
 JOIN scopes sc USING (scope_id);
 

@@ -341,6 +341,7 @@ fn span_filter(conn: &Connection, query: &TraceQuery) -> Result<SpanFilter, Stor
     for filter in &query.attributes {
         let value = key_sets::attribute_value_sql(conn, &filter.key)?;
         sql.push_str(&format!(" AND {value} = ?"));
+        params.push(Value::Text(filter.key.clone()));
         params.push(Value::Text(filter.value.clone()));
     }
     Ok(SpanFilter { sql, params })

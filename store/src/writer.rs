@@ -19,7 +19,7 @@ use duckdb::Connection;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::batch::{SpanBatch, KEY_SET_COLUMN, RESOURCE_ID_COLUMN, SCOPE_ID_COLUMN};
-use crate::columns::{attribute_fields, key_set_rows, AttributeColumn, KeySet};
+use crate::columns::{attribute_fields, inline_keys, key_set_rows, AttributeColumn, KeySet};
 use crate::StoreError;
 
 /// WAL size that makes a commit checkpoint (DuckDB's default is 16MB). A checkpoint compresses
@@ -39,6 +39,10 @@ pub struct WriterConfig {
     pub max_batch_spans: usize,
     /// How long the writer waits for more requests before committing a small group.
     pub linger: Duration,
+    /// Distinct lists of span attribute keys stored once each; spans with a new list past it
+    /// keep their keys inline. Bounds the writer's memory and the SQL of attribute searches
+    /// when a client sends ever-changing keys.
+    pub max_attribute_key_sets: usize,
 }
 
 impl Default for WriterConfig {
@@ -47,6 +51,7 @@ impl Default for WriterConfig {
             max_queued_spans: 200_000,
             max_batch_spans: 50_000,
             linger: Duration::from_millis(2),
+            max_attribute_key_sets: 10_000,
         }
     }
 }
@@ -109,16 +114,16 @@ impl SpanWriter {
 }
 
 /// Maps canonical bytes of a resource, scope or attribute key set to its stored id, assigning
-/// new ids in order.
-#[derive(Default)]
+/// new ids in order, up to `limit` of them.
 struct Interner {
     ids: HashMap<Vec<u8>, u32>,
     /// Ids handed out in the open transaction, forgotten again if it rolls back.
     uncommitted: Vec<Vec<u8>>,
+    limit: usize,
 }
 
 impl Interner {
-    fn load(conn: &Connection, table: &str, id_column: &str) -> Result<Self, StoreError> {
+    fn load(conn: &Connection, table: &str, id_column: &str, limit: usize) -> Result<Self, StoreError> {
         let mut statement = conn.prepare(&format!("SELECT fingerprint, {id_column} FROM {table}"))?;
         let ids = statement
             .query_map([], |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, u32>(1)?)))?
@@ -126,35 +131,41 @@ impl Interner {
         Ok(Self {
             ids,
             uncommitted: Vec::new(),
+            limit,
         })
     }
 
-    /// The id for these bytes, and whether it is new (so its row must be written).
-    fn intern(&mut self, fingerprint: &[u8]) -> (u32, bool) {
+    /// The id for these bytes and whether it is new (so its row must be written); `None` when
+    /// they are new and the limit is reached.
+    fn intern(&mut self, fingerprint: &[u8]) -> Option<(u32, bool)> {
         if let Some(&id) = self.ids.get(fingerprint) {
-            return (id, false);
+            return Some((id, false));
+        }
+        if self.ids.len() >= self.limit {
+            return None;
         }
         let id = self.ids.len() as u32;
         self.ids.insert(fingerprint.to_vec(), id);
         self.uncommitted.push(fingerprint.to_vec());
-        (id, true)
+        Some((id, true))
     }
 
-    /// Stored ids for a batch's entries; `new_row` writes the row of each one new to the store.
+    /// Stored ids for a batch's entries (`None` past the limit); `new_row` writes the row of
+    /// each one new to the store.
     fn ids_for<'e, E>(
         &mut self,
         entries: &'e [E],
         fingerprint: fn(&E) -> &Vec<u8>,
         mut new_row: impl FnMut(u32, &'e E),
-    ) -> Vec<u32> {
+    ) -> Vec<Option<u32>> {
         entries
             .iter()
             .map(|entry| {
-                let (id, new) = self.intern(fingerprint(entry));
+                let (id, new) = self.intern(fingerprint(entry))?;
                 if new {
                     new_row(id, entry);
                 }
-                id
+                Some(id)
             })
             .collect()
     }
@@ -192,9 +203,14 @@ pub(crate) fn spawn(
 ) -> Result<(SpanWriter, WriterThread), StoreError> {
     let (commands, queue) = mpsc::channel();
     let writer = Writer {
-        resources: Interner::load(&conn, "resources", "resource_id")?,
-        scopes: Interner::load(&conn, "scopes", "scope_id")?,
-        key_sets: Interner::load(&conn, "attribute_key_sets", "key_set_id")?,
+        resources: Interner::load(&conn, "resources", "resource_id", usize::MAX)?,
+        scopes: Interner::load(&conn, "scopes", "scope_id", usize::MAX)?,
+        key_sets: Interner::load(
+            &conn,
+            "attribute_key_sets",
+            "key_set_id",
+            config.max_attribute_key_sets,
+        )?,
         conn,
         config: config.clone(),
     };
@@ -310,6 +326,10 @@ impl Writer {
                 let mut columns = batch.columns.clone();
                 columns[RESOURCE_ID_COLUMN] = remap(&columns[RESOURCE_ID_COLUMN], &resource_ids);
                 columns[SCOPE_ID_COLUMN] = remap(&columns[SCOPE_ID_COLUMN], &scope_ids);
+                if key_set_ids_here.contains(&None) {
+                    columns[KEY_SET_COLUMN + 1] =
+                        keys_of_unstored(&columns[KEY_SET_COLUMN], &key_set_ids_here, &batch.key_sets);
+                }
                 columns[KEY_SET_COLUMN] = remap(&columns[KEY_SET_COLUMN], &key_set_ids_here);
                 spans.append_record_batch(RecordBatch::try_new(batch.schema.clone(), columns)?)?;
             }
@@ -335,18 +355,29 @@ impl Writer {
     }
 }
 
-/// Replaces batch-local indexes by stored ids.
-fn remap(local: &ArrayRef, ids: &[u32]) -> ArrayRef {
-    let local = local
+fn local_indexes(local: &ArrayRef) -> &UInt32Array {
+    local
         .as_any()
         .downcast_ref::<UInt32Array>()
-        .expect("id columns are UInt32");
+        .expect("id columns are UInt32")
+}
+
+/// Replaces batch-local indexes by stored ids (NULL for an entry that could not be stored).
+fn remap(local: &ArrayRef, ids: &[Option<u32>]) -> ArrayRef {
     Arc::new(
-        local
+        local_indexes(local)
             .iter()
-            .map(|index| index.map(|i| ids[i as usize]))
+            .map(|index| index.and_then(|i| ids[i as usize]))
             .collect::<UInt32Array>(),
     )
+}
+
+/// The `attribute_keys` column of rows whose key set is past the limit: their keys inline.
+fn keys_of_unstored(local: &ArrayRef, ids: &[Option<u32>], key_sets: &[KeySet]) -> ArrayRef {
+    inline_keys(local_indexes(local).iter().map(|index| {
+        let index = index.expect("every row has a key set") as usize;
+        ids[index].is_none().then(|| &key_sets[index])
+    }))
 }
 
 enum ResourceOrScope {
