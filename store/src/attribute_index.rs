@@ -41,7 +41,7 @@ fn index_full_blocks(conn: &Connection, lo: i64, hi: i64) -> Result<i64, StoreEr
     if first >= end {
         return Ok(lo);
     }
-    let key_sets = key_sets::stored_key_sets(conn)?;
+    let key_sets = key_sets::stored_key_sets(conn, None)?;
     let mut spans = conn.prepare_cached(BLOCK_SPANS)?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO attribute_blooms VALUES (?, make_timestamp_ns(?), make_timestamp_ns(?), CAST(? AS BIT))",

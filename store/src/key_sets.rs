@@ -6,15 +6,29 @@
 //! 20 s; the value's position looked up per key set reads the same spans in well under one.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use duckdb::arrow::array::{Array, ListArray, StringArray, UInt32Array};
 use duckdb::Connection;
 
 use crate::StoreError;
 
-/// Every stored key set's keys, by id.
-pub(crate) fn stored_key_sets(conn: &Connection) -> Result<HashMap<u32, Vec<String>>, StoreError> {
-    let mut statement = conn.prepare_cached("SELECT key_set_id, keys FROM attribute_key_sets")?;
+/// The keys of the stored key sets with these ids, or of all of them.
+pub(crate) fn stored_key_sets(
+    conn: &Connection,
+    ids: Option<&[u32]>,
+) -> Result<HashMap<u32, Arc<[String]>>, StoreError> {
+    let filter = match ids {
+        // Integers only, safe to inline.
+        Some(ids) => format!(
+            " WHERE key_set_id IN ({})",
+            ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+        ),
+        None => String::new(),
+    };
+    let mut statement = conn.prepare(&format!(
+        "SELECT key_set_id, keys FROM attribute_key_sets{filter}"
+    ))?;
     let mut key_sets = HashMap::new();
     for batch in statement.query_arrow([])? {
         let ids = column::<UInt32Array>(batch.column(0));

@@ -234,6 +234,7 @@ fn check_schema_version(conn: &Connection, path: &Path) -> Result<(), StoreError
 #[derive(Clone)]
 pub struct Reader {
     template: Arc<Mutex<Connection>>,
+    catalog: Arc<Mutex<reader::Catalog>>,
     idle: Arc<Mutex<Vec<Connection>>>,
     slots: Arc<QuerySlots>,
     query_time_limit: std::time::Duration,
@@ -295,6 +296,7 @@ impl Reader {
     fn new(conn: Connection, query_time_limit: std::time::Duration, max_concurrent_queries: usize) -> Self {
         Self {
             template: Arc::new(Mutex::new(conn)),
+            catalog: Arc::default(),
             idle: Arc::default(),
             slots: Arc::new(QuerySlots {
                 free: Mutex::new(max_concurrent_queries.max(1)),
@@ -328,7 +330,7 @@ impl Reader {
 
     /// The stored spans of a trace as OTLP, grouped by resource and scope; empty when unknown.
     pub fn trace(&self, trace_id: TraceId) -> Result<Vec<ResourceSpans>, StoreError> {
-        self.with_connection(|conn| reader::trace(conn, trace_id))
+        self.with_connection(|conn| reader::trace(conn, &self.catalog, trace_id))
     }
 
     /// The traces matching `query`; see [`search::search`].
@@ -343,7 +345,7 @@ impl Reader {
 
     /// The trace arranged as a tree for display, or `None` when no span of it is stored.
     pub fn trace_view(&self, trace_id: TraceId) -> Result<Option<trace_view::TraceView>, StoreError> {
-        self.with_connection(|conn| trace_view::load(conn, trace_id))
+        self.with_connection(|conn| trace_view::load(conn, &self.catalog, trace_id))
     }
 
     /// The limits for a query returning at most `max_rows` rows, with the configured time limit.

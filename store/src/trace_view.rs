@@ -228,8 +228,12 @@ pub struct SelfTime {
 }
 
 /// Loads and arranges the trace, or `None` when no span of it is stored.
-pub fn load(conn: &Connection, trace_id: TraceId) -> Result<Option<TraceView>, StoreError> {
-    let resource_spans = crate::reader::trace(conn, trace_id)?;
+pub(crate) fn load(
+    conn: &Connection,
+    catalog: &std::sync::Mutex<crate::reader::Catalog>,
+    trace_id: TraceId,
+) -> Result<Option<TraceView>, StoreError> {
+    let resource_spans = crate::reader::trace(conn, catalog, trace_id)?;
     Ok(TraceView::from_otlp(trace_id, &resource_spans))
 }
 
