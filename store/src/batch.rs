@@ -28,6 +28,8 @@ pub const UNKNOWN_SERVICE: &str = "unknown_service";
 pub(crate) const RESOURCE_ID_COLUMN: usize = 10;
 pub(crate) const SCOPE_ID_COLUMN: usize = 11;
 pub(crate) const KEY_SET_COLUMN: usize = 14;
+/// The keys of a span whose key set is not stored (see `columns::key_set_fields`).
+pub(crate) const INLINE_KEYS_COLUMN: usize = KEY_SET_COLUMN + 1;
 
 /// The Arrow schema of `span_data`, column for column.
 pub(crate) fn span_schema() -> SchemaRef {

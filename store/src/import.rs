@@ -185,8 +185,7 @@ fn span_batch(exported: &RecordBatch) -> Result<SpanBatch, String> {
         })
     })?;
 
-    let ([key_sets_column, keys_column, values_column, types_column], key_sets) =
-        key_set_columns(&column("attributes")?, &column("attribute_types")?)?;
+    let (attribute_columns, key_sets) = key_set_columns(&column("attributes")?, &column("attribute_types")?)?;
 
     let target = span_schema();
     let mut fields = Vec::with_capacity(target.fields().len());
@@ -200,10 +199,9 @@ fn span_batch(exported: &RecordBatch) -> Result<SpanBatch, String> {
             )),
             RESOURCE_ID_COLUMN => Arc::new(UInt32Array::from(resource_ids.clone())),
             SCOPE_ID_COLUMN => Arc::new(UInt32Array::from(scope_ids.clone())),
-            KEY_SET_COLUMN => key_sets_column.clone(),
-            i if i == KEY_SET_COLUMN + 1 => keys_column.clone(),
-            i if i == KEY_SET_COLUMN + 2 => values_column.clone(),
-            i if i == KEY_SET_COLUMN + 3 => types_column.clone(),
+            i if (KEY_SET_COLUMN..KEY_SET_COLUMN + attribute_columns.len()).contains(&i) => {
+                attribute_columns[i - KEY_SET_COLUMN].clone()
+            }
             _ => column(field.name())?,
         };
         // Nested columns keep the field names the file was written with; DuckDB matches by

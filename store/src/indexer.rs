@@ -39,15 +39,14 @@ impl Pass {
     /// (rowids `0..count`), so the count bounds the range: a bare `rowid >` filter makes DuckDB
     /// visit every row group, even for no rows.
     pub(crate) fn unindexed(&self, conn: &Connection) -> Result<Option<RangeInclusive<i64>>, StoreError> {
-        let (watermark, last): (i64, i64) = conn.query_row(
-            &format!(
+        // Cached per connection: trace reads and searches ask this first, every time.
+        let (watermark, last): (i64, i64) = conn
+            .prepare_cached(&format!(
                 "SELECT (SELECT coalesce(max(CAST(value AS BIGINT)), -1) FROM ducktrace_meta WHERE key = ?),
                         (SELECT count(*) - 1 FROM {})",
                 self.source
-            ),
-            [self.watermark_key()],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )?;
+            ))?
+            .query_row([self.watermark_key()], |row| Ok((row.get(0)?, row.get(1)?)))?;
         Ok((last > watermark).then_some(watermark + 1..=last))
     }
 }

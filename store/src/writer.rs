@@ -18,7 +18,7 @@ use duckdb::arrow::datatypes::{DataType, Field, Schema};
 use duckdb::Connection;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::batch::{SpanBatch, KEY_SET_COLUMN, RESOURCE_ID_COLUMN, SCOPE_ID_COLUMN};
+use crate::batch::{SpanBatch, INLINE_KEYS_COLUMN, KEY_SET_COLUMN, RESOURCE_ID_COLUMN, SCOPE_ID_COLUMN};
 use crate::columns::{attribute_fields, inline_keys, key_set_rows, AttributeColumn, KeySet};
 use crate::StoreError;
 
@@ -327,7 +327,7 @@ impl Writer {
                 columns[RESOURCE_ID_COLUMN] = remap(&columns[RESOURCE_ID_COLUMN], &resource_ids);
                 columns[SCOPE_ID_COLUMN] = remap(&columns[SCOPE_ID_COLUMN], &scope_ids);
                 if key_set_ids_here.contains(&None) {
-                    columns[KEY_SET_COLUMN + 1] =
+                    columns[INLINE_KEYS_COLUMN] =
                         keys_of_unstored(&columns[KEY_SET_COLUMN], &key_set_ids_here, &batch.key_sets);
                 }
                 columns[KEY_SET_COLUMN] = remap(&columns[KEY_SET_COLUMN], &key_set_ids_here);
