@@ -297,6 +297,11 @@ impl KeySetColumn {
 
 /// The `attribute_keys` column: per row, the keys of a key set that is not stored, else NULL.
 pub fn inline_keys<'a>(rows: impl Iterator<Item = Option<&'a KeySet>>) -> ArrayRef {
+    Arc::new(key_lists(rows))
+}
+
+/// One list of keys per row, NULL for `None`.
+fn key_lists<'a>(rows: impl Iterator<Item = Option<&'a KeySet>>) -> ListArray {
     let mut keys = ListBuilder::new(StringBuilder::new());
     for row in rows {
         match row {
@@ -309,18 +314,11 @@ pub fn inline_keys<'a>(rows: impl Iterator<Item = Option<&'a KeySet>>) -> ArrayR
             None => keys.append(false),
         }
     }
-    Arc::new(keys.finish())
+    keys.finish()
 }
 
 /// A batch of rows for `attribute_key_sets`.
 pub fn key_set_rows(ids: Vec<u32>, key_sets: &[&KeySet]) -> Result<RecordBatch, ArrowError> {
-    let mut keys = ListBuilder::new(StringBuilder::new());
-    for key_set in key_sets {
-        for key in key_set.keys() {
-            keys.values().append_value(key);
-        }
-        keys.append(true);
-    }
     let fields = vec![
         Field::new("key_set_id", DataType::UInt32, false),
         Field::new("keys", value_list_type(), false),
@@ -330,7 +328,7 @@ pub fn key_set_rows(ids: Vec<u32>, key_sets: &[&KeySet]) -> Result<RecordBatch, 
         Arc::new(Schema::new(fields)),
         vec![
             Arc::new(UInt32Array::from(ids)),
-            Arc::new(keys.finish()),
+            Arc::new(key_lists(key_sets.iter().copied().map(Some))),
             Arc::new(BinaryArray::from_iter_values(
                 key_sets.iter().map(|k| k.fingerprint.as_slice()),
             )),

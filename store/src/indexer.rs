@@ -95,8 +95,7 @@ impl Indexer {
 
 /// Runs `pass` over everything committed since its watermark, and moves the watermark, atomically.
 fn run_pass(conn: &Connection, pass: &Pass) -> Result<(), StoreError> {
-    conn.execute_batch("BEGIN TRANSACTION")?;
-    let result = (|| {
+    crate::in_transaction(conn, || {
         if let Some(new) = pass.unindexed(conn)? {
             let lo = new.start() - 1;
             let started = std::time::Instant::now();
@@ -110,10 +109,5 @@ fn run_pass(conn: &Connection, pass: &Pass) -> Result<(), StoreError> {
             }
         }
         Ok(())
-    })();
-    match result {
-        Ok(()) => conn.execute_batch("COMMIT")?,
-        Err(_) => conn.execute_batch("ROLLBACK")?,
-    }
-    result
+    })
 }

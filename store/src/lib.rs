@@ -199,6 +199,20 @@ pub fn open_read_only(config: &StoreConfig) -> Result<Reader, StoreError> {
     ))
 }
 
+/// Runs `work` in one transaction, committed when it succeeds and rolled back when it fails:
+/// one snapshot for a search, one atomic step for an indexer pass.
+pub(crate) fn in_transaction<T>(
+    conn: &Connection,
+    work: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.execute_batch("BEGIN TRANSACTION")?;
+    let result = work();
+    let end = conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
+    let value = result?;
+    end?;
+    Ok(value)
+}
+
 fn check_schema_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let expected = schema::SCHEMA_VERSION;
     let found: Option<String> = conn

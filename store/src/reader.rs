@@ -164,19 +164,19 @@ pub fn trace(
         |ids| key_sets::stored_key_sets(conn, Some(ids)),
     )?;
     for ((_, _, span), stored) in spans.iter_mut().zip(&attributes) {
-        span.attributes = match stored.key_set {
-            Some(id) => {
-                let keys = key_sets.get(&id).ok_or(StoreError::Dangling {
-                    table: "attribute_key_sets",
-                    id,
-                })?;
-                key_values(keys.iter().map(String::as_str), &stored.values, &stored.types)
-            }
+        let inline: Vec<String>;
+        let keys: &[String] = match stored.key_set {
+            Some(id) => key_sets.get(&id).ok_or(StoreError::Dangling {
+                table: "attribute_key_sets",
+                id,
+            })?,
             None => {
-                let keys: Vec<String> = list(&stored.inline_keys).map(text).collect();
-                key_values(keys.iter().map(String::as_str), &stored.values, &stored.types)
+                inline = list(&stored.inline_keys).map(text).collect();
+                &inline
             }
         };
+        let entries = keys.iter().map(String::as_str).zip(list(&stored.values));
+        span.attributes = key_values(entries, &stored.types);
     }
     group(conn, catalog, spans)
 }
@@ -326,15 +326,17 @@ fn map_key_values(map: &Value, types: &Value) -> Vec<KeyValue> {
     let Value::Map(entries) = map else {
         return Vec::new();
     };
-    let keys: Vec<String> = entries.iter().map(|(key, _)| text(key)).collect();
-    let values = Value::List(entries.iter().map(|(_, value)| value.clone()).collect());
-    key_values(keys.iter().map(String::as_str), &values, types)
+    let entries = entries.iter().map(|(key, value)| match key {
+        Value::Text(key) | Value::Enum(key) => (key.as_str(), value),
+        _ => ("", value),
+    });
+    key_values(entries, types)
 }
 
-/// Keys, the list of value texts in their order, and the type letters back to OTLP key-values.
-fn key_values<'a>(keys: impl Iterator<Item = &'a str>, values: &Value, types: &Value) -> Vec<KeyValue> {
+/// Keys with their value texts, and the type letters, back to OTLP key-values.
+fn key_values<'a>(entries: impl Iterator<Item = (&'a str, &'a Value)>, types: &Value) -> Vec<KeyValue> {
     let letters = text(types).into_bytes();
-    keys.zip(list(values))
+    entries
         .enumerate()
         .map(|(i, (key, value))| {
             let value = match value {

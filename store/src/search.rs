@@ -229,12 +229,7 @@ pub struct Operation {
 /// soon as no older block can hold a trace recent enough to make the list.
 pub fn search(conn: &Connection, query: &TraceQuery) -> Result<Vec<TraceSummary>, StoreError> {
     // One snapshot, so that the attribute key positions read first cover every span read later.
-    conn.execute_batch("BEGIN TRANSACTION")?;
-    let result = search_in_snapshot(conn, query);
-    let end = conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
-    let traces = result?;
-    end?;
-    Ok(traces)
+    crate::in_transaction(conn, || search_in_snapshot(conn, query))
 }
 
 fn search_in_snapshot(conn: &Connection, query: &TraceQuery) -> Result<Vec<TraceSummary>, StoreError> {
