@@ -112,7 +112,7 @@ impl Dataset {
             "SELECT DISTINCT replace(CAST(trace_id AS VARCHAR), '-', '') FROM span_data USING SAMPLE {SAMPLE} ROWS"
         )).await?);
         let users = texts(api.sql(&format!(
-            "SELECT DISTINCT attr(attributes, 'user.id') FROM (SELECT attributes FROM spans USING SAMPLE {SAMPLE} ROWS) WHERE attr(attributes, 'user.id') IS NOT NULL"
+            "SELECT DISTINCT user_id FROM (SELECT attribute_values[list_position(attribute_keys, 'user.id')] AS user_id FROM spans USING SAMPLE {SAMPLE} ROWS) WHERE user_id IS NOT NULL"
         )).await?);
         let endpoints = api
             .sql("SELECT service_name, span_name FROM span_data WHERE span_kind = 2 GROUP BY ALL ORDER BY ALL LIMIT 1000")
