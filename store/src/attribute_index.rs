@@ -8,10 +8,10 @@
 //! Pairs are hashed in Rust with FNV-1a, which never changes, so stored filters stay valid
 //! across DuckDB versions.
 
-use duckdb::arrow::array::{Array, Int64Array, ListArray, StringArray, UInt32Array};
+use duckdb::arrow::array::{Array, ListArray, StringArray, TimestampNanosecondArray, UInt32Array};
 use duckdb::Connection;
 
-use crate::indexer::Pass;
+use crate::indexer::{NewSpans, Pass};
 use crate::key_sets;
 use crate::StoreError;
 
@@ -25,8 +25,12 @@ const MIN_BITS: usize = 1024;
 
 /// What a block's filter is made of: each span's key set, values and start time. The pairs are
 /// put together and hashed here: unnesting and de-duplicating them in SQL took four times longer.
-const BLOCK_SPANS: &str = "SELECT attribute_key_set, attribute_values, epoch_ns(start_time), attribute_keys
-     FROM span_data WHERE rowid BETWEEN ? AND ?";
+const BLOCK_COLUMNS: [&str; 4] = [
+    "attribute_key_set",
+    "attribute_values",
+    "start_time",
+    "attribute_keys",
+];
 
 /// The pass that adds a filter for every block the writer has filled since the last pass.
 pub(crate) const ATTRIBUTE_BLOOMS: Pass = Pass {
@@ -35,14 +39,14 @@ pub(crate) const ATTRIBUTE_BLOOMS: Pass = Pass {
     run: index_full_blocks,
 };
 
-fn index_full_blocks(conn: &Connection, lo: i64, hi: i64) -> Result<i64, StoreError> {
+fn index_full_blocks(new_spans: &NewSpans<'_>, lo: i64, hi: i64) -> Result<i64, StoreError> {
     let first = (lo + 1) / BLOCK_ROWS;
     let end = (hi + 1) / BLOCK_ROWS;
     if first >= end {
         return Ok(lo);
     }
+    let conn = new_spans.conn;
     let key_sets = key_sets::stored_key_sets(conn, None)?;
-    let mut spans = conn.prepare_cached(BLOCK_SPANS)?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO attribute_blooms VALUES (?, make_timestamp_ns(?), make_timestamp_ns(?), CAST(? AS BIT))",
     )?;
@@ -50,11 +54,11 @@ fn index_full_blocks(conn: &Connection, lo: i64, hi: i64) -> Result<i64, StoreEr
         let start = block * BLOCK_ROWS;
         let mut hashes = Vec::new();
         let (mut first_start, mut last_start) = (i64::MAX, i64::MIN);
-        for batch in spans.query_arrow([start, start + BLOCK_ROWS - 1])? {
+        for batch in new_spans.columns(start..=start + BLOCK_ROWS - 1, &BLOCK_COLUMNS)? {
             let ids = key_sets::column::<UInt32Array>(batch.column(0));
             let values = key_sets::column::<ListArray>(batch.column(1));
             let texts = key_sets::column::<StringArray>(values.values());
-            let starts = key_sets::column::<Int64Array>(batch.column(2));
+            let starts = key_sets::column::<TimestampNanosecondArray>(batch.column(2));
             let inline = key_sets::column::<ListArray>(batch.column(3));
             for (row, entries) in values.value_offsets().windows(2).enumerate() {
                 let entries = entries[0] as usize..entries[1] as usize;

@@ -36,10 +36,8 @@ pub(crate) fn span_schema() -> SchemaRef {
     static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
     SCHEMA
         .get_or_init(|| {
-            let trace_id = Field::new("trace_id", DataType::FixedSizeBinary(16), false)
-                .with_metadata([("ARROW:extension:name".to_string(), "arrow.uuid".to_string())].into());
             let mut fields = vec![
-                trace_id,
+                trace_id_field(),
                 Field::new("span_id", DataType::UInt64, false),
                 Field::new("parent_span_id", DataType::UInt64, true),
                 Field::new(
@@ -69,6 +67,12 @@ pub(crate) fn span_schema() -> SchemaRef {
             Arc::new(Schema::new(fields))
         })
         .clone()
+}
+
+/// A trace id column: 16 bytes, marked as a UUID so DuckDB stores it as one.
+pub(crate) fn trace_id_field() -> Field {
+    Field::new("trace_id", DataType::FixedSizeBinary(16), false)
+        .with_metadata([("ARROW:extension:name".to_string(), "arrow.uuid".to_string())].into())
 }
 
 /// A resource as first seen in a batch; the writer stores each distinct one once.

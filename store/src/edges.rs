@@ -10,9 +10,7 @@
 //! callee and latency bin, which is what the dependency graph reads. A day is then thousands
 //! of rows instead of every call, and latency quantiles come from the bins (within 4.5%).
 
-use duckdb::Connection;
-
-use crate::indexer::Pass;
+use crate::indexer::{NewSpans, Pass};
 use crate::StoreError;
 
 /// Pairs whose child is new (rowid in `({lo}, {hi}]`), or whose parent is new and child older;
@@ -89,7 +87,8 @@ pub(crate) const SERVICE_CALL_MINUTES: Pass = Pass {
     run: roll_up_new_calls,
 };
 
-fn roll_up_new_calls(conn: &Connection, lo: i64, hi: i64) -> Result<i64, StoreError> {
+fn roll_up_new_calls(new_spans: &NewSpans<'_>, lo: i64, hi: i64) -> Result<i64, StoreError> {
+    let conn = new_spans.conn;
     conn.prepare_cached(&MERGE_NEW_CALLS.replace("{bin}", LATENCY_BIN))?
         .execute([lo, hi])?;
     conn.execute_batch(REPLACE_TOUCHED)?;
@@ -99,7 +98,8 @@ fn roll_up_new_calls(conn: &Connection, lo: i64, hi: i64) -> Result<i64, StoreEr
 /// How far back a new span's parent or child is looked for.
 const PARTNER_WINDOW_NS: i64 = 3_600_000_000_000;
 
-fn match_new_spans(conn: &Connection, lo: i64, hi: i64) -> Result<i64, StoreError> {
+fn match_new_spans(new_spans: &NewSpans<'_>, lo: i64, hi: i64) -> Result<i64, StoreError> {
+    let conn = new_spans.conn;
     let earliest: Option<i64> = conn.query_row(
         &format!("SELECT epoch_ns(min(start_time)) FROM span_data WHERE rowid > {lo} AND rowid <= {hi}"),
         [],

@@ -4,18 +4,50 @@
 //! pass last ran: a rowid watermark per pass (the single writer appends with increasing rowids),
 //! moved in the same transaction as the pass's own writes, so a crash repeats a pass, never
 //! skips one. `stop` runs a last round and checkpoints.
+//!
+//! After each commit the writer also hands the indexer the columns it has just appended
+//! ([`CommittedSpans`]), so a pass over new spans reads them from memory instead of back from
+//! the table, which cost more than building the indexes themselves. Spans the indexer does not
+//! hold (after a restart, or when it fell behind) are read from the table: both give the same
+//! Arrow columns to the same code.
 
+use std::collections::VecDeque;
 use std::ops::RangeInclusive;
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::OnceLock;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use duckdb::arrow::array::RecordBatch;
 use duckdb::Connection;
 
+use crate::batch::span_schema;
 use crate::StoreError;
 
 /// How often new spans are indexed.
 pub const PASS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Committed spans held for the indexer at most; past it the oldest are dropped and read back
+/// from the table when a pass needs them. About 300 bytes each in memory ([`HELD_COLUMNS`]).
+const MAX_RECENT_ROWS: i64 = 512 * 1024;
+
+/// Held spans that start a round before [`PASS_INTERVAL`] is up, so that a fast writer does
+/// not fill the memory the indexer may hold.
+const ROUND_ROWS: i64 = 128 * 1024;
+
+/// The `span_data` columns passes read, the only ones held.
+const HELD_COLUMNS: [&str; 10] = [
+    "trace_id",
+    "start_time",
+    "duration_ns",
+    "parent_span_id",
+    "status_code",
+    "service_name",
+    "span_name",
+    "attribute_key_set",
+    "attribute_keys",
+    "attribute_values",
+];
 
 /// One incremental index: `run` folds the rows of `source` with rowid in `(lo, hi]` into its
 /// tables and returns the last rowid it has indexed (`hi`, or less when it indexes whole blocks
@@ -25,7 +57,7 @@ pub(crate) struct Pass {
     pub name: &'static str,
     /// The append-only table the pass follows: `span_data`, or one an earlier pass fills.
     pub source: &'static str,
-    pub run: fn(&Connection, i64, i64) -> Result<i64, StoreError>,
+    pub run: fn(&NewSpans<'_>, i64, i64) -> Result<i64, StoreError>,
 }
 
 impl Pass {
@@ -51,63 +83,289 @@ impl Pass {
     }
 }
 
+/// Spans the writer has just committed: the `span_data` columns it appended (stored ids in
+/// place, in `span_schema` order) and the rowid of the first.
+pub(crate) struct CommittedSpans {
+    pub first_rowid: i64,
+    pub columns: RecordBatch,
+}
+
+enum Message {
+    Committed(CommittedSpans),
+    Stop,
+}
+
+/// Where the writer sends what it committed; sending never blocks and never fails the writer.
+#[derive(Clone)]
+pub(crate) struct IndexerInbox(mpsc::Sender<Message>);
+
+impl IndexerInbox {
+    pub(crate) fn committed(&self, spans: CommittedSpans) {
+        static HELD: OnceLock<Vec<usize>> = OnceLock::new();
+        let held = HELD.get_or_init(|| {
+            let schema = span_schema();
+            HELD_COLUMNS
+                .iter()
+                .map(|name| schema.index_of(name).expect("held columns are span_data columns"))
+                .collect()
+        });
+        let columns = spans
+            .columns
+            .project(held)
+            .expect("the writer hands over span_data columns");
+        // A stopped indexer reads the spans back on its next start.
+        let _ = self
+            .0
+            .send(Message::Committed(CommittedSpans { columns, ..spans }));
+    }
+}
+
+/// The newest committed spans, by rowid without gaps.
+#[derive(Default)]
+struct RecentSpans {
+    /// Each batch with the rowid of its first row, oldest first.
+    batches: VecDeque<(i64, RecordBatch)>,
+}
+
+impl RecentSpans {
+    fn end(&self) -> Option<i64> {
+        self.batches
+            .back()
+            .map(|(first, batch)| first + batch.num_rows() as i64)
+    }
+
+    fn push(&mut self, spans: CommittedSpans) {
+        if self.end() != Some(spans.first_rowid) {
+            // A gap (the first batch after a start): what came before is read back.
+            self.batches.clear();
+        }
+        self.batches.push_back((spans.first_rowid, spans.columns));
+        while let (Some((first, _)), Some(end)) = (self.batches.front(), self.end()) {
+            if end - first <= MAX_RECENT_ROWS {
+                break;
+            }
+            self.batches.pop_front();
+        }
+    }
+
+    /// Drops the spans every pass has indexed.
+    fn forget_through(&mut self, rowid: i64) {
+        while let Some((first, batch)) = self.batches.front() {
+            if first + batch.num_rows() as i64 - 1 > rowid {
+                break;
+            }
+            self.batches.pop_front();
+        }
+    }
+
+    /// `rows` up to the last one held, when the first one is held; else all of `rows`.
+    fn held_part(&self, rows: RangeInclusive<i64>) -> RangeInclusive<i64> {
+        match (self.batches.front(), self.end()) {
+            (Some((first, _)), Some(end)) if (*first..end).contains(rows.start()) => {
+                *rows.start()..=(*rows.end()).min(end - 1)
+            }
+            _ => rows,
+        }
+    }
+
+    /// The spans with rowids in `rows`, when all of them are held.
+    fn get(&self, rows: &RangeInclusive<i64>) -> Option<Vec<RecordBatch>> {
+        let (held_first, _) = self.batches.front()?;
+        if *rows.start() < *held_first || *rows.end() >= self.end()? {
+            return None;
+        }
+        let slices = self
+            .batches
+            .iter()
+            .filter_map(|(first, batch)| {
+                let end = first + batch.num_rows() as i64 - 1;
+                let from = (*rows.start()).max(*first);
+                let to = (*rows.end()).min(end);
+                (from <= to).then(|| batch.slice((from - first) as usize, (to - from + 1) as usize))
+            })
+            .collect();
+        Some(slices)
+    }
+}
+
+/// What a pass reads new spans through: the indexer's connection, and the spans it holds.
+pub(crate) struct NewSpans<'a> {
+    pub conn: &'a Connection,
+    recent: &'a RecentSpans,
+}
+
+impl NewSpans<'_> {
+    /// The `span_data` columns `columns` of the rows with rowid in `rows`: the writer's own
+    /// columns when the indexer holds them, else read from the table. `trace_id` comes as 16
+    /// bytes either way, fixed-size from the writer and variable-size from the table.
+    pub fn columns(
+        &self,
+        rows: RangeInclusive<i64>,
+        columns: &[&str],
+    ) -> Result<Vec<RecordBatch>, StoreError> {
+        let held = self.recent.get(&rows);
+        tracing::trace!(?rows, held = held.is_some(), "new spans");
+        if let Some(batches) = held {
+            return batches
+                .iter()
+                .map(|batch| {
+                    let indexes: Vec<usize> = columns
+                        .iter()
+                        .map(|name| batch.schema().index_of(name))
+                        .collect::<Result<_, _>>()?;
+                    Ok(batch.project(&indexes)?)
+                })
+                .collect();
+        }
+        // DuckDB's Arrow answers give a UUID as text; the writer's column has its 16 bytes.
+        let select: Vec<&str> = columns
+            .iter()
+            .map(|&name| match name {
+                "trace_id" => "unhex(replace(CAST(trace_id AS VARCHAR), '-', '')) AS trace_id",
+                other => other,
+            })
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM span_data WHERE rowid BETWEEN ? AND ?",
+            select.join(", ")
+        );
+        let mut statement = self.conn.prepare_cached(&sql)?;
+        let batches = statement.query_arrow([rows.start(), rows.end()])?.collect();
+        Ok(batches)
+    }
+}
+
 /// The running indexer thread.
 pub(crate) struct Indexer {
-    stop: mpsc::Sender<()>,
+    inbox: IndexerInbox,
     thread: JoinHandle<()>,
 }
 
 impl Indexer {
-    pub(crate) fn start(conn: Connection, passes: &'static [Pass]) -> Result<Self, StoreError> {
-        let (stop, stopped) = mpsc::channel();
-        let round = move |conn: &Connection| {
-            for pass in passes {
-                if let Err(error) = run_pass(conn, pass) {
-                    tracing::warn!(%error, pass = pass.name, "indexing new spans failed; retrying next pass");
-                }
-            }
-        };
+    /// The inbox for the writer, and the receiving end to start the indexer with.
+    pub(crate) fn inbox() -> (IndexerInbox, Inbound) {
+        let (sender, receiver) = mpsc::channel();
+        (IndexerInbox(sender), Inbound(receiver))
+    }
+
+    pub(crate) fn start(
+        conn: Connection,
+        passes: &'static [Pass],
+        inbox: IndexerInbox,
+        inbound: Inbound,
+    ) -> Result<Self, StoreError> {
         let thread = std::thread::Builder::new()
             .name("span-indexer".into())
-            .spawn(move || loop {
-                round(&conn);
-                match stopped.recv_timeout(PASS_INTERVAL) {
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Ok(()) | Err(RecvTimeoutError::Disconnected) => {
-                        round(&conn);
-                        if let Err(error) = conn.execute_batch("CHECKPOINT") {
-                            tracing::warn!(%error, "checkpoint after the last indexing pass failed");
-                        }
-                        break;
-                    }
-                }
-            })?;
-        Ok(Self { stop, thread })
+            .spawn(move || run(&conn, passes, inbound.0))?;
+        Ok(Self { inbox, thread })
     }
 
     pub(crate) fn stop(self) {
-        let _ = self.stop.send(());
+        let _ = self.inbox.0.send(Message::Stop);
         if self.thread.join().is_err() {
             tracing::error!("the span indexer panicked");
         }
     }
 }
 
-/// Runs `pass` over everything committed since its watermark, and moves the watermark, atomically.
-fn run_pass(conn: &Connection, pass: &Pass) -> Result<(), StoreError> {
-    crate::in_transaction(conn, || {
-        if let Some(new) = pass.unindexed(conn)? {
-            let lo = new.start() - 1;
-            let started = std::time::Instant::now();
-            let indexed = (pass.run)(conn, lo, *new.end())?;
-            tracing::debug!(pass = pass.name, rows = new.end() - lo, elapsed = ?started.elapsed(), "indexed");
-            if indexed > lo {
-                conn.execute(
-                    "INSERT OR REPLACE INTO ducktrace_meta VALUES (?, ?)",
-                    [pass.watermark_key(), indexed.to_string()],
-                )?;
+/// The receiving end of an [`IndexerInbox`].
+pub(crate) struct Inbound(mpsc::Receiver<Message>);
+
+fn run(conn: &Connection, passes: &'static [Pass], messages: mpsc::Receiver<Message>) {
+    let mut recent = RecentSpans::default();
+    let round = |recent: &mut RecentSpans| {
+        while let Ok(Message::Committed(spans)) = messages.try_recv() {
+            recent.push(spans);
+        }
+        let new_spans = NewSpans { conn, recent };
+        let mut indexed_through = i64::MAX;
+        for pass in passes {
+            match run_pass(&new_spans, pass) {
+                Ok(watermark) if pass.source == "span_data" => {
+                    indexed_through = indexed_through.min(watermark);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    indexed_through = i64::MIN;
+                    tracing::warn!(%error, pass = pass.name, "indexing new spans failed; retrying next pass");
+                }
             }
         }
-        Ok(())
+        recent.forget_through(indexed_through);
+    };
+    let mut next_round = Instant::now();
+    let mut held_since_round = 0;
+    loop {
+        let wait = next_round.saturating_duration_since(Instant::now());
+        match messages.recv_timeout(wait) {
+            Ok(Message::Committed(spans)) => {
+                held_since_round += spans.columns.num_rows() as i64;
+                recent.push(spans);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                // Take what the writer committed last, then index it.
+                while let Ok(Message::Committed(spans)) = messages.try_recv() {
+                    recent.push(spans);
+                }
+                round(&mut recent);
+                if let Err(error) = conn.execute_batch("CHECKPOINT") {
+                    tracing::warn!(%error, "checkpoint after the last indexing pass failed");
+                }
+                break;
+            }
+        }
+        // Checked after every message too: a busy writer would never let the wait time out.
+        if Instant::now() >= next_round || held_since_round >= ROUND_ROWS {
+            round(&mut recent);
+            next_round = Instant::now() + PASS_INTERVAL;
+            held_since_round = 0;
+        }
+    }
+}
+
+/// Runs `pass` over everything committed since its watermark, and moves the watermark,
+/// atomically; returns the watermark.
+fn run_pass(new_spans: &NewSpans<'_>, pass: &Pass) -> Result<i64, StoreError> {
+    let conn = new_spans.conn;
+    crate::in_transaction(conn, || {
+        let Some(new) = pass.unindexed(conn)? else {
+            return Ok(i64::MAX);
+        };
+        let new = match pass.source {
+            // Spans committed since the indexer last took its messages wait for the next
+            // round, instead of all of them being read back from the table.
+            "span_data" => new_spans.recent.held_part(new),
+            _ => new,
+        };
+        let lo = new.start() - 1;
+        let (started, cpu_started) = (Instant::now(), thread_cpu_time());
+        let indexed = (pass.run)(new_spans, lo, *new.end())?;
+        tracing::debug!(
+            pass = pass.name,
+            rows = new.end() - lo,
+            elapsed = ?started.elapsed(),
+            this_thread_cpu = ?thread_cpu_time().saturating_sub(cpu_started),
+            "indexed"
+        );
+        if indexed > lo {
+            conn.execute(
+                "INSERT OR REPLACE INTO ducktrace_meta VALUES (?, ?)",
+                [pass.watermark_key(), indexed.to_string()],
+            )?;
+        }
+        Ok(indexed)
     })
+}
+
+/// CPU time the calling thread has used: a pass's own cost, whatever else competes for the cores
+/// (DuckDB's worker threads may add to it).
+fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the calling thread's CPU clock into `now`, which we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }

@@ -140,8 +140,9 @@ impl Store {
         ))?;
         // Nothing in ducktrace reads or writes files through SQL, so no query can either.
         conn.execute_batch("SET enable_external_access = false; SET lock_configuration = true;")?;
-        let (writer, writer_thread) = writer::spawn(conn.try_clone()?, config.writer.clone())?;
-        let indexer = indexer::Indexer::start(conn.try_clone()?, INDEX_PASSES)?;
+        let (inbox, inbound) = indexer::Indexer::inbox();
+        let (writer, writer_thread) = writer::spawn(conn.try_clone()?, config.writer.clone(), inbox.clone())?;
+        let indexer = indexer::Indexer::start(conn.try_clone()?, INDEX_PASSES, inbox, inbound)?;
         let reader = Reader::new(conn, config.query_time_limit, config.max_concurrent_queries);
         Ok(Self {
             writer,

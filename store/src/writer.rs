@@ -18,8 +18,11 @@ use duckdb::arrow::datatypes::{DataType, Field, Schema};
 use duckdb::Connection;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::batch::{SpanBatch, INLINE_KEYS_COLUMN, KEY_SET_COLUMN, RESOURCE_ID_COLUMN, SCOPE_ID_COLUMN};
+use crate::batch::{
+    span_schema, SpanBatch, INLINE_KEYS_COLUMN, KEY_SET_COLUMN, RESOURCE_ID_COLUMN, SCOPE_ID_COLUMN,
+};
 use crate::columns::{attribute_fields, inline_keys, key_set_rows, AttributeColumn, KeySet};
+use crate::indexer::{CommittedSpans, IndexerInbox};
 use crate::StoreError;
 
 /// WAL size that makes a commit checkpoint (DuckDB's default is 16MB). A checkpoint compresses
@@ -75,7 +78,8 @@ struct WriteJob {
 
 enum Command {
     Write(WriteJob),
-    /// Commit everything sent before this, checkpoint and stop; later writes get `Closed`.
+    /// Commit everything sent before this and stop; later writes get `Closed`. (The indexer,
+    /// stopped next, checkpoints after its last pass.)
     Stop,
 }
 
@@ -196,13 +200,17 @@ impl WriterThread {
     }
 }
 
-/// Starts the writer thread on `conn`.
+/// Starts the writer thread on `conn`; what it commits is also handed to `indexer`.
 pub(crate) fn spawn(
     conn: Connection,
     config: WriterConfig,
+    indexer: IndexerInbox,
 ) -> Result<(SpanWriter, WriterThread), StoreError> {
     let (commands, queue) = mpsc::channel();
+    let stored_spans: i64 = conn.query_row("SELECT count(*) FROM span_data", [], |row| row.get(0))?;
     let writer = Writer {
+        next_rowid: stored_spans,
+        indexer,
         resources: Interner::load(&conn, "resources", "resource_id", usize::MAX)?,
         scopes: Interner::load(&conn, "scopes", "scope_id", usize::MAX)?,
         key_sets: Interner::load(
@@ -227,6 +235,10 @@ pub(crate) fn spawn(
 
 struct Writer {
     conn: Connection,
+    /// The rowid the next appended span gets: `span_data` is only ever appended to, by this
+    /// writer, so rowids run from 0 in commit order.
+    next_rowid: i64,
+    indexer: IndexerInbox,
     resources: Interner,
     scopes: Interner,
     key_sets: Interner,
@@ -254,9 +266,6 @@ impl Writer {
                 let _ = job.done.send(result.clone());
             }
         }
-        if let Err(error) = self.conn.execute_batch("CHECKPOINT") {
-            tracing::warn!(%error, "final checkpoint failed; the WAL will be replayed on next start");
-        }
     }
 
     /// Takes `first` and whatever else arrives within `linger`, up to `max_batch_spans`;
@@ -280,23 +289,34 @@ impl Writer {
     }
 
     fn commit(&mut self, group: &[WriteJob]) -> Result<(), StoreError> {
-        let result = self.append_all(group);
-        match result {
-            Ok(()) => {
+        match self.append_all(group) {
+            Ok(appended) => {
                 for interner in [&mut self.resources, &mut self.scopes, &mut self.key_sets] {
                     interner.commit();
                 }
+                for columns in appended {
+                    let first_rowid = self.next_rowid;
+                    self.next_rowid += columns.num_rows() as i64;
+                    // Imported spans keep the nested types they were read with; the indexer
+                    // reads those back from the table instead.
+                    if Arc::ptr_eq(&columns.schema(), &span_schema()) {
+                        self.indexer.committed(CommittedSpans { first_rowid, columns });
+                    }
+                }
+                Ok(())
             }
-            Err(_) => {
+            Err(error) => {
                 for interner in [&mut self.resources, &mut self.scopes, &mut self.key_sets] {
                     interner.rollback();
                 }
+                Err(error)
             }
         }
-        result
     }
 
-    fn append_all(&mut self, group: &[WriteJob]) -> Result<(), StoreError> {
+    /// Appends and commits every batch of the group; returns the columns appended, in order.
+    fn append_all(&mut self, group: &[WriteJob]) -> Result<Vec<RecordBatch>, StoreError> {
+        let mut appended = Vec::with_capacity(group.len());
         let transaction = self.conn.transaction()?;
         {
             let mut resource_rows = NewRows::default();
@@ -331,7 +351,9 @@ impl Writer {
                         keys_of_unstored(&columns[KEY_SET_COLUMN], &key_set_ids_here, &batch.key_sets);
                 }
                 columns[KEY_SET_COLUMN] = remap(&columns[KEY_SET_COLUMN], &key_set_ids_here);
-                spans.append_record_batch(RecordBatch::try_new(batch.schema.clone(), columns)?)?;
+                let columns = RecordBatch::try_new(batch.schema.clone(), columns)?;
+                spans.append_record_batch(columns.clone())?;
+                appended.push(columns);
             }
             // Appenders only report flush errors from an explicit flush, never from drop.
             spans.flush()?;
@@ -351,7 +373,7 @@ impl Writer {
             }
         }
         transaction.commit()?;
-        Ok(())
+        Ok(appended)
     }
 }
 
