@@ -8,6 +8,8 @@
 //! Pairs are hashed in Rust with FNV-1a, which never changes, so stored filters stay valid
 //! across DuckDB versions.
 
+use std::ops::RangeInclusive;
+
 use duckdb::arrow::array::{Array, ListArray, StringArray, TimestampNanosecondArray, UInt32Array};
 use duckdb::Connection;
 
@@ -36,6 +38,7 @@ const BLOCK_COLUMNS: [&str; 4] = [
 pub(crate) const ATTRIBUTE_BLOOMS: Pass = Pass {
     name: "attribute_blooms",
     source: "span_data",
+    columns: &BLOCK_COLUMNS,
     run: index_full_blocks,
 };
 
@@ -151,9 +154,10 @@ impl Block {
 }
 
 /// The blocks whose filter may hold `key` = `value` and whose spans started between `from_ns`
-/// and `to_ns`, newest first, after the spans not yet indexed (always a candidate).
+/// and `to_ns`, newest first, after the `unfiltered` spans (always a candidate).
 pub(crate) fn candidate_blocks(
     conn: &Connection,
+    unfiltered: Option<RangeInclusive<i64>>,
     key: &str,
     value: &str,
     from_ns: i64,
@@ -170,8 +174,7 @@ pub(crate) fn candidate_blocks(
          ORDER BY block DESC",
         tests.join(" AND ")
     );
-    let mut blocks: Vec<Block> = ATTRIBUTE_BLOOMS
-        .unindexed(conn)?
+    let mut blocks: Vec<Block> = unfiltered
         .map(|tail| Block {
             first_rowid: *tail.start(),
             last_rowid: *tail.end(),

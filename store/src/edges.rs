@@ -10,7 +10,10 @@
 //! callee and latency bin, which is what the dependency graph reads. A day is then thousands
 //! of rows instead of every call, and latency quantiles come from the bins (within 4.5%).
 
+use duckdb::arrow::array::TimestampNanosecondArray;
+
 use crate::indexer::{NewSpans, Pass};
+use crate::key_sets::column;
 use crate::StoreError;
 
 /// Pairs whose child is new (rowid in `({lo}, {hi}]`), or whose parent is new and child older;
@@ -38,6 +41,7 @@ WHERE caller <> service_name";
 pub(crate) const SERVICE_CALLS: Pass = Pass {
     name: "edges",
     source: "span_data",
+    columns: &START_COLUMN,
     run: match_new_spans,
 };
 
@@ -84,6 +88,7 @@ DROP TABLE touched_call_minutes;";
 pub(crate) const SERVICE_CALL_MINUTES: Pass = Pass {
     name: "call_minutes",
     source: "service_calls",
+    columns: &[],
     run: roll_up_new_calls,
 };
 
@@ -98,16 +103,22 @@ fn roll_up_new_calls(new_spans: &NewSpans<'_>, lo: i64, hi: i64) -> Result<i64, 
 /// How far back a new span's parent or child is looked for.
 const PARTNER_WINDOW_NS: i64 = 3_600_000_000_000;
 
+/// What the partner window is set from: the new spans' earliest start.
+const START_COLUMN: [&str; 1] = ["start_time"];
+
 fn match_new_spans(new_spans: &NewSpans<'_>, lo: i64, hi: i64) -> Result<i64, StoreError> {
-    let conn = new_spans.conn;
-    let earliest: Option<i64> = conn.query_row(
-        &format!("SELECT epoch_ns(min(start_time)) FROM span_data WHERE rowid > {lo} AND rowid <= {hi}"),
-        [],
-        |row| row.get(0),
-    )?;
+    let earliest = new_spans
+        .columns(lo + 1..=hi, &START_COLUMN)?
+        .iter()
+        .flat_map(|batch| {
+            column::<TimestampNanosecondArray>(batch.column(0))
+                .iter()
+                .flatten()
+        })
+        .min();
     if let Some(earliest) = earliest {
         let window_start = earliest.saturating_sub(PARTNER_WINDOW_NS);
-        conn.execute_batch(
+        new_spans.conn.execute_batch(
             &MATCH_NEW_SPANS
                 .replace("{lo}", &lo.to_string())
                 .replace("{hi}", &hi.to_string())

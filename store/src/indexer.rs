@@ -13,8 +13,9 @@
 
 use std::collections::VecDeque;
 use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -28,26 +29,13 @@ use crate::StoreError;
 pub const PASS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Committed spans held for the indexer at most; past it the oldest are dropped and read back
-/// from the table when a pass needs them. About 300 bytes each in memory ([`HELD_COLUMNS`]).
+/// from the table when a pass needs them. About 300 bytes each in memory (the columns passes
+/// read).
 const MAX_RECENT_ROWS: i64 = 512 * 1024;
 
 /// Held spans that start a round before [`PASS_INTERVAL`] is up, so that a fast writer does
 /// not fill the memory the indexer may hold.
 const ROUND_ROWS: i64 = 128 * 1024;
-
-/// The `span_data` columns passes read, the only ones held.
-const HELD_COLUMNS: [&str; 10] = [
-    "trace_id",
-    "start_time",
-    "duration_ns",
-    "parent_span_id",
-    "status_code",
-    "service_name",
-    "span_name",
-    "attribute_key_set",
-    "attribute_keys",
-    "attribute_values",
-];
 
 /// One incremental index: `run` folds the rows of `source` with rowid in `(lo, hi]` into its
 /// tables and returns the last rowid it has indexed (`hi`, or less when it indexes whole blocks
@@ -57,6 +45,9 @@ pub(crate) struct Pass {
     pub name: &'static str,
     /// The append-only table the pass follows: `span_data`, or one an earlier pass fills.
     pub source: &'static str,
+    /// The `span_data` columns the pass reads through [`NewSpans::columns`]: the indexer holds
+    /// these, and only these, of what the writer commits.
+    pub columns: &'static [&'static str],
     pub run: fn(&NewSpans<'_>, i64, i64) -> Result<i64, StoreError>,
 }
 
@@ -66,20 +57,77 @@ impl Pass {
         format!("{}_rowid_watermark", self.name)
     }
 
-    /// The rowids of `source` committed but not yet indexed by this pass, if any: what the pass
-    /// runs over next, and what readers look at directly meanwhile. Sources are append-only
+    /// The rowids of `source` committed but not yet indexed by this pass, if any, as this
+    /// transaction sees them: what the pass runs over next. Sources are append-only
     /// (rowids `0..count`), so the count bounds the range: a bare `rowid >` filter makes DuckDB
     /// visit every row group, even for no rows.
-    pub(crate) fn unindexed(&self, conn: &Connection) -> Result<Option<RangeInclusive<i64>>, StoreError> {
-        // Cached per connection: trace reads and searches ask this first, every time.
-        let (watermark, last): (i64, i64) = conn
-            .prepare_cached(&format!(
+    fn unindexed(&self, conn: &Connection) -> Result<Option<RangeInclusive<i64>>, StoreError> {
+        let (watermark, last): (i64, i64) = conn.query_row(
+            &format!(
                 "SELECT (SELECT coalesce(max(CAST(value AS BIGINT)), -1) FROM ducktrace_meta WHERE key = ?),
                         (SELECT count(*) - 1 FROM {})",
                 self.source
-            ))?
-            .query_row([self.watermark_key()], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            ),
+            [self.watermark_key()],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
         Ok((last > watermark).then_some(watermark + 1..=last))
+    }
+}
+
+/// How far the writer and each pass over `span_data` have committed, kept in memory for
+/// readers: asking the database took a fifth of a trace read at 10M spans.
+pub(crate) struct Progress {
+    /// Rows of `span_data` committed: rowids `0..span_rows`.
+    span_rows: AtomicI64,
+    /// The watermark of each pass over `span_data`, by pass name.
+    watermarks: Vec<(&'static str, AtomicI64)>,
+}
+
+impl Progress {
+    /// The progress stored in `conn`'s database, for `passes`.
+    pub(crate) fn load(conn: &Connection, passes: &[Pass]) -> Result<Self, StoreError> {
+        let span_rows = conn.query_row("SELECT count(*) FROM span_data", [], |row| row.get(0))?;
+        let mut watermarks = Vec::new();
+        for pass in passes.iter().filter(|pass| pass.source == "span_data") {
+            let watermark: i64 = conn.query_row(
+                "SELECT coalesce(max(CAST(value AS BIGINT)), -1) FROM ducktrace_meta WHERE key = ?",
+                [pass.watermark_key()],
+                |row| row.get(0),
+            )?;
+            watermarks.push((pass.name, AtomicI64::new(watermark)));
+        }
+        Ok(Self {
+            span_rows: AtomicI64::new(span_rows),
+            watermarks,
+        })
+    }
+
+    pub(crate) fn span_rows(&self) -> i64 {
+        self.span_rows.load(Ordering::Acquire)
+    }
+
+    /// Called by the writer once `span_rows` rows are committed.
+    pub(crate) fn committed(&self, span_rows: i64) {
+        self.span_rows.store(span_rows, Ordering::Release);
+    }
+
+    fn watermark(&self, pass: &Pass) -> &AtomicI64 {
+        let (_, watermark) = self
+            .watermarks
+            .iter()
+            .find(|(name, _)| *name == pass.name)
+            .expect("progress is kept for every pass over span_data");
+        watermark
+    }
+
+    /// The `span_data` rowids committed but not yet indexed by `pass`, if any. Every span
+    /// before them is indexed in any snapshot taken after this call (a pass commits before it
+    /// reports its watermark), so read this before the query's transaction begins.
+    pub(crate) fn unindexed(&self, pass: &Pass) -> Option<RangeInclusive<i64>> {
+        let watermark = self.watermark(pass).load(Ordering::Acquire);
+        let last = self.span_rows() - 1;
+        (last > watermark).then_some(watermark + 1..=last)
     }
 }
 
@@ -97,25 +145,21 @@ enum Message {
 
 /// Where the writer sends what it committed; sending never blocks and never fails the writer.
 #[derive(Clone)]
-pub(crate) struct IndexerInbox(mpsc::Sender<Message>);
+pub(crate) struct IndexerInbox {
+    sender: mpsc::Sender<Message>,
+    /// Positions in `span_schema` of the columns some pass reads.
+    held: Arc<[usize]>,
+}
 
 impl IndexerInbox {
     pub(crate) fn committed(&self, spans: CommittedSpans) {
-        static HELD: OnceLock<Vec<usize>> = OnceLock::new();
-        let held = HELD.get_or_init(|| {
-            let schema = span_schema();
-            HELD_COLUMNS
-                .iter()
-                .map(|name| schema.index_of(name).expect("held columns are span_data columns"))
-                .collect()
-        });
         let columns = spans
             .columns
-            .project(held)
+            .project(&self.held)
             .expect("the writer hands over span_data columns");
         // A stopped indexer reads the spans back on its next start.
         let _ = self
-            .0
+            .sender
             .send(Message::Committed(CommittedSpans { columns, ..spans }));
     }
 }
@@ -242,36 +286,57 @@ pub(crate) struct Indexer {
 }
 
 impl Indexer {
-    /// The inbox for the writer, and the receiving end to start the indexer with.
-    pub(crate) fn inbox() -> (IndexerInbox, Inbound) {
+    /// The inbox for the writer, and the receiving end to start the indexer running `passes`
+    /// with.
+    pub(crate) fn inbox(passes: &'static [Pass]) -> (IndexerInbox, Inbound) {
+        let schema = span_schema();
+        let mut held: Vec<usize> = passes
+            .iter()
+            .flat_map(|pass| pass.columns)
+            .map(|name| schema.index_of(name).expect("passes read span_data columns"))
+            .collect();
+        held.sort_unstable();
+        held.dedup();
         let (sender, receiver) = mpsc::channel();
-        (IndexerInbox(sender), Inbound(receiver))
+        let inbox = IndexerInbox {
+            sender,
+            held: held.into(),
+        };
+        (inbox, Inbound { receiver, passes })
     }
 
+    /// Starts indexing; each pass's watermark is reported to `progress` as it commits.
     pub(crate) fn start(
         conn: Connection,
-        passes: &'static [Pass],
         inbox: IndexerInbox,
         inbound: Inbound,
+        progress: Arc<Progress>,
     ) -> Result<Self, StoreError> {
         let thread = std::thread::Builder::new()
             .name("span-indexer".into())
-            .spawn(move || run(&conn, passes, inbound.0))?;
+            .spawn(move || run(&conn, inbound, &progress))?;
         Ok(Self { inbox, thread })
     }
 
     pub(crate) fn stop(self) {
-        let _ = self.inbox.0.send(Message::Stop);
+        let _ = self.inbox.sender.send(Message::Stop);
         if self.thread.join().is_err() {
             tracing::error!("the span indexer panicked");
         }
     }
 }
 
-/// The receiving end of an [`IndexerInbox`].
-pub(crate) struct Inbound(mpsc::Receiver<Message>);
+/// The receiving end of an [`IndexerInbox`], and the passes it feeds.
+pub(crate) struct Inbound {
+    receiver: mpsc::Receiver<Message>,
+    passes: &'static [Pass],
+}
 
-fn run(conn: &Connection, passes: &'static [Pass], messages: mpsc::Receiver<Message>) {
+fn run(conn: &Connection, inbound: Inbound, progress: &Progress) {
+    let Inbound {
+        receiver: messages,
+        passes,
+    } = inbound;
     let mut recent = RecentSpans::default();
     let round = |recent: &mut RecentSpans| {
         while let Ok(Message::Committed(spans)) = messages.try_recv() {
@@ -280,7 +345,7 @@ fn run(conn: &Connection, passes: &'static [Pass], messages: mpsc::Receiver<Mess
         let new_spans = NewSpans { conn, recent };
         let mut indexed_through = i64::MAX;
         for pass in passes {
-            match run_pass(&new_spans, pass) {
+            match run_pass(&new_spans, pass, progress) {
                 Ok(watermark) if pass.source == "span_data" => {
                     indexed_through = indexed_through.min(watermark);
                 }
@@ -326,11 +391,11 @@ fn run(conn: &Connection, passes: &'static [Pass], messages: mpsc::Receiver<Mess
 
 /// Runs `pass` over everything committed since its watermark, and moves the watermark,
 /// atomically; returns the watermark.
-fn run_pass(new_spans: &NewSpans<'_>, pass: &Pass) -> Result<i64, StoreError> {
+fn run_pass(new_spans: &NewSpans<'_>, pass: &Pass, progress: &Progress) -> Result<i64, StoreError> {
     let conn = new_spans.conn;
-    crate::in_transaction(conn, || {
+    let indexed = crate::in_transaction(conn, || {
         let Some(new) = pass.unindexed(conn)? else {
-            return Ok(i64::MAX);
+            return Ok(None);
         };
         let new = match pass.source {
             // Spans committed since the indexer last took its messages wait for the next
@@ -354,8 +419,17 @@ fn run_pass(new_spans: &NewSpans<'_>, pass: &Pass) -> Result<i64, StoreError> {
                 [pass.watermark_key(), indexed.to_string()],
             )?;
         }
-        Ok(indexed)
-    })
+        Ok(Some(indexed))
+    })?;
+    match indexed {
+        Some(watermark) => {
+            if pass.source == "span_data" {
+                progress.watermark(pass).store(watermark, Ordering::Release);
+            }
+            Ok(watermark)
+        }
+        None => Ok(i64::MAX),
+    }
 }
 
 /// CPU time the calling thread has used: a pass's own cost, whatever else competes for the cores

@@ -140,10 +140,21 @@ impl Store {
         ))?;
         // Nothing in ducktrace reads or writes files through SQL, so no query can either.
         conn.execute_batch("SET enable_external_access = false; SET lock_configuration = true;")?;
-        let (inbox, inbound) = indexer::Indexer::inbox();
-        let (writer, writer_thread) = writer::spawn(conn.try_clone()?, config.writer.clone(), inbox.clone())?;
-        let indexer = indexer::Indexer::start(conn.try_clone()?, INDEX_PASSES, inbox, inbound)?;
-        let reader = Reader::new(conn, config.query_time_limit, config.max_concurrent_queries);
+        let progress = Arc::new(indexer::Progress::load(&conn, INDEX_PASSES)?);
+        let (inbox, inbound) = indexer::Indexer::inbox(INDEX_PASSES);
+        let (writer, writer_thread) = writer::spawn(
+            conn.try_clone()?,
+            config.writer.clone(),
+            inbox.clone(),
+            progress.clone(),
+        )?;
+        let indexer = indexer::Indexer::start(conn.try_clone()?, inbox, inbound, progress.clone())?;
+        let reader = Reader::new(
+            conn,
+            progress,
+            config.query_time_limit,
+            config.max_concurrent_queries,
+        );
         Ok(Self {
             writer,
             reader,
@@ -193,8 +204,11 @@ pub fn open_read_only(config: &StoreConfig) -> Result<Reader, StoreError> {
     let duckdb_config = duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly)?;
     let conn = Connection::open_with_flags(&path, duckdb_config)?;
     conn.execute_batch("SET enable_external_access = false; SET lock_configuration = true;")?;
+    // Nothing writes while the store is open read-only, so the progress read now stays true.
+    let progress = Arc::new(indexer::Progress::load(&conn, INDEX_PASSES)?);
     Ok(Reader::new(
         conn,
+        progress,
         config.query_time_limit,
         config.max_concurrent_queries,
     ))
@@ -250,6 +264,7 @@ fn check_schema_version(conn: &Connection, path: &Path) -> Result<(), StoreError
 pub struct Reader {
     template: Arc<Mutex<Connection>>,
     catalog: Arc<Mutex<reader::Catalog>>,
+    progress: Arc<indexer::Progress>,
     idle: Arc<Mutex<Vec<Connection>>>,
     slots: Arc<QuerySlots>,
     query_time_limit: std::time::Duration,
@@ -308,10 +323,16 @@ fn lower_this_threads_priority() {
 }
 
 impl Reader {
-    fn new(conn: Connection, query_time_limit: std::time::Duration, max_concurrent_queries: usize) -> Self {
+    fn new(
+        conn: Connection,
+        progress: Arc<indexer::Progress>,
+        query_time_limit: std::time::Duration,
+        max_concurrent_queries: usize,
+    ) -> Self {
         Self {
             template: Arc::new(Mutex::new(conn)),
             catalog: Arc::default(),
+            progress,
             idle: Arc::default(),
             slots: Arc::new(QuerySlots {
                 free: Mutex::new(max_concurrent_queries.max(1)),
@@ -345,12 +366,12 @@ impl Reader {
 
     /// The stored spans of a trace as OTLP, grouped by resource and scope; empty when unknown.
     pub fn trace(&self, trace_id: TraceId) -> Result<Vec<ResourceSpans>, StoreError> {
-        self.with_connection(|conn| reader::trace(conn, &self.catalog, trace_id))
+        self.with_connection(|conn| reader::trace(conn, &self.catalog, &self.progress, trace_id))
     }
 
     /// The traces matching `query`; see [`search::search`].
     pub fn search(&self, query: &search::TraceQuery) -> Result<Vec<search::TraceSummary>, StoreError> {
-        self.with_connection(|conn| search::search(conn, query))
+        self.with_connection(|conn| search::search(conn, &self.progress, query))
     }
 
     /// Every service that sent spans, and every operation of each, for search pickers.
@@ -360,7 +381,7 @@ impl Reader {
 
     /// The trace arranged as a tree for display, or `None` when no span of it is stored.
     pub fn trace_view(&self, trace_id: TraceId) -> Result<Option<trace_view::TraceView>, StoreError> {
-        self.with_connection(|conn| trace_view::load(conn, &self.catalog, trace_id))
+        self.with_connection(|conn| trace_view::load(conn, &self.catalog, &self.progress, trace_id))
     }
 
     /// The limits for a query returning at most `max_rows` rows, with the configured time limit.

@@ -15,6 +15,7 @@ use prost::Message;
 
 use crate::attribute_text;
 use crate::ids::{SpanId, TraceId};
+use crate::indexer::Progress;
 use crate::key_sets;
 use crate::summaries::TRACE_SUMMARIES;
 use crate::StoreError;
@@ -24,12 +25,12 @@ use crate::StoreError;
 /// random, so a bare `trace_id =` scans every row group; a start-time range lets zone maps skip
 /// all but the trace's own. Values are inlined because DuckDB turns only constants, not
 /// parameters, into the scan filters that prune.
-fn trace_window(conn: &Connection, id: &str) -> Result<Option<(i64, i64)>, StoreError> {
+fn trace_window(conn: &Connection, progress: &Progress, id: &str) -> Result<Option<(i64, i64)>, StoreError> {
     let summary = format!(
         "SELECT epoch_ns(start_time) AS lo, epoch_ns(start_time) + duration_ns AS hi
          FROM trace_summaries WHERE trace_id = CAST('{id}' AS UUID)"
     );
-    let sql = match TRACE_SUMMARIES.unindexed(conn)? {
+    let sql = match progress.unindexed(&TRACE_SUMMARIES) {
         None => format!("SELECT min(lo), max(hi) FROM ({summary})"),
         Some(tail) => format!(
             "SELECT min(lo), max(hi) FROM ({summary}
@@ -103,14 +104,15 @@ struct StoredAttributes {
 }
 
 /// All spans of one trace grouped by resource and scope, or an empty list when none is stored.
-pub fn trace(
+pub(crate) fn trace(
     conn: &Connection,
     catalog: &Mutex<Catalog>,
+    progress: &Progress,
     trace_id: TraceId,
 ) -> Result<Vec<ResourceSpans>, StoreError> {
     // Hex digits only (a parsed id), safe to inline.
     let id = trace_id.to_string();
-    let Some((from_ns, to_ns)) = trace_window(conn, &id)? else {
+    let Some((from_ns, to_ns)) = trace_window(conn, progress, &id)? else {
         return Ok(Vec::new());
     };
     let sql = format!(
@@ -120,8 +122,7 @@ pub fn trace(
                 dropped_attributes_count, events, dropped_events_count, links, dropped_links_count
          FROM span_data
          WHERE trace_id = CAST('{id}' AS UUID)
-           AND start_time >= make_timestamp_ns({from_ns}) AND start_time <= make_timestamp_ns({to_ns})
-         ORDER BY resource_id, scope_id, start_time, span_id"
+           AND start_time >= make_timestamp_ns({from_ns}) AND start_time <= make_timestamp_ns({to_ns})"
     );
     let mut statement = conn.prepare(&sql)?;
     let mut rows = statement.query([])?;
@@ -178,6 +179,16 @@ pub fn trace(
         let entries = keys.iter().map(String::as_str).zip(list(&stored.values));
         span.attributes = key_values(entries, &stored.types);
     }
+    // Sorted here: an ORDER BY in the statement above made DuckDB carry every nested column
+    // through a sort, a fifth of the read.
+    spans.sort_unstable_by(|(resource_a, scope_a, a), (resource_b, scope_b, b)| {
+        (resource_a, scope_a, a.start_time_unix_nano, &a.span_id).cmp(&(
+            resource_b,
+            scope_b,
+            b.start_time_unix_nano,
+            &b.span_id,
+        ))
+    });
     group(conn, catalog, spans)
 }
 

@@ -8,13 +8,15 @@
 //! range's start on.
 
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::str::FromStr;
 
 use duckdb::types::Value;
 use duckdb::Connection;
 
-use crate::attribute_index::{self, Block};
+use crate::attribute_index::{self, Block, ATTRIBUTE_BLOOMS};
 use crate::ids::TraceId;
+use crate::indexer::Progress;
 use crate::key_sets;
 use crate::StoreError;
 
@@ -227,14 +229,24 @@ pub struct Operation {
 /// With attribute filters, spans are read only from the blocks whose Bloom filters may hold the
 /// pairs (attribute_index.rs), newest first; for the newest-first order the search stops as
 /// soon as no older block can hold a trace recent enough to make the list.
-pub fn search(conn: &Connection, query: &TraceQuery) -> Result<Vec<TraceSummary>, StoreError> {
+pub(crate) fn search(
+    conn: &Connection,
+    progress: &Progress,
+    query: &TraceQuery,
+) -> Result<Vec<TraceSummary>, StoreError> {
+    // Before the snapshot, so that the snapshot holds every block filter this counts as made.
+    let unfiltered = progress.unindexed(&ATTRIBUTE_BLOOMS);
     // One snapshot, so that the attribute key positions read first cover every span read later.
-    crate::in_transaction(conn, || search_in_snapshot(conn, query))
+    crate::in_transaction(conn, || search_in_snapshot(conn, unfiltered, query))
 }
 
-fn search_in_snapshot(conn: &Connection, query: &TraceQuery) -> Result<Vec<TraceSummary>, StoreError> {
+fn search_in_snapshot(
+    conn: &Connection,
+    unfiltered: Option<RangeInclusive<i64>>,
+    query: &TraceQuery,
+) -> Result<Vec<TraceSummary>, StoreError> {
     let filter = span_filter(conn, query)?;
-    let Some(blocks) = attribute_blocks(conn, query)? else {
+    let Some(blocks) = attribute_blocks(conn, unfiltered, query)? else {
         let spans = (query.operation.is_some() || !query.attributes.is_empty())
             .then_some(SpanScope::TimeRange(&filter));
         return summaries(conn, query, spans);
@@ -294,12 +306,22 @@ enum SpanScope<'a> {
 
 /// The candidate blocks of the most selective attribute filter, newest first, or `None` when
 /// there are no attribute filters or the blocks are too many to beat one scan of the range.
-fn attribute_blocks(conn: &Connection, query: &TraceQuery) -> Result<Option<Vec<Block>>, StoreError> {
+fn attribute_blocks(
+    conn: &Connection,
+    unfiltered: Option<RangeInclusive<i64>>,
+    query: &TraceQuery,
+) -> Result<Option<Vec<Block>>, StoreError> {
     let mut best: Option<Vec<Block>> = None;
     let span_to_ns = query.to_ns.saturating_add(SPAN_SLACK_NS);
     for filter in &query.attributes {
-        let blocks =
-            attribute_index::candidate_blocks(conn, &filter.key, &filter.value, query.from_ns, span_to_ns)?;
+        let blocks = attribute_index::candidate_blocks(
+            conn,
+            unfiltered.clone(),
+            &filter.key,
+            &filter.value,
+            query.from_ns,
+            span_to_ns,
+        )?;
         if best.as_ref().is_none_or(|best| blocks.len() < best.len()) {
             best = Some(blocks);
         }

@@ -26,6 +26,7 @@ use crate::StoreError;
 pub(crate) const TRACE_SUMMARIES: Pass = Pass {
     name: "summaries",
     source: "span_data",
+    columns: &SPAN_COLUMNS,
     run: summarize_new_spans,
 };
 

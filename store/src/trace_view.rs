@@ -231,9 +231,10 @@ pub struct SelfTime {
 pub(crate) fn load(
     conn: &Connection,
     catalog: &std::sync::Mutex<crate::reader::Catalog>,
+    progress: &crate::indexer::Progress,
     trace_id: TraceId,
 ) -> Result<Option<TraceView>, StoreError> {
-    let resource_spans = crate::reader::trace(conn, catalog, trace_id)?;
+    let resource_spans = crate::reader::trace(conn, catalog, progress, trace_id)?;
     Ok(TraceView::from_otlp(trace_id, &resource_spans))
 }
 

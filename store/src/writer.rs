@@ -22,7 +22,7 @@ use crate::batch::{
     span_schema, SpanBatch, INLINE_KEYS_COLUMN, KEY_SET_COLUMN, RESOURCE_ID_COLUMN, SCOPE_ID_COLUMN,
 };
 use crate::columns::{attribute_fields, inline_keys, key_set_rows, AttributeColumn, KeySet};
-use crate::indexer::{CommittedSpans, IndexerInbox};
+use crate::indexer::{CommittedSpans, IndexerInbox, Progress};
 use crate::StoreError;
 
 /// WAL size that makes a commit checkpoint (DuckDB's default is 16MB). A checkpoint compresses
@@ -200,17 +200,19 @@ impl WriterThread {
     }
 }
 
-/// Starts the writer thread on `conn`; what it commits is also handed to `indexer`.
+/// Starts the writer thread on `conn`; what it commits is handed to `indexer` and counted in
+/// `progress`.
 pub(crate) fn spawn(
     conn: Connection,
     config: WriterConfig,
     indexer: IndexerInbox,
+    progress: Arc<Progress>,
 ) -> Result<(SpanWriter, WriterThread), StoreError> {
     let (commands, queue) = mpsc::channel();
-    let stored_spans: i64 = conn.query_row("SELECT count(*) FROM span_data", [], |row| row.get(0))?;
     let writer = Writer {
-        next_rowid: stored_spans,
+        next_rowid: progress.span_rows(),
         indexer,
+        progress,
         resources: Interner::load(&conn, "resources", "resource_id", usize::MAX)?,
         scopes: Interner::load(&conn, "scopes", "scope_id", usize::MAX)?,
         key_sets: Interner::load(
@@ -239,6 +241,7 @@ struct Writer {
     /// writer, so rowids run from 0 in commit order.
     next_rowid: i64,
     indexer: IndexerInbox,
+    progress: Arc<Progress>,
     resources: Interner,
     scopes: Interner,
     key_sets: Interner,
@@ -303,6 +306,7 @@ impl Writer {
                         self.indexer.committed(CommittedSpans { first_rowid, columns });
                     }
                 }
+                self.progress.committed(self.next_rowid);
                 Ok(())
             }
             Err(error) => {
