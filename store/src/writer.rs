@@ -118,7 +118,8 @@ impl SpanWriter {
 }
 
 /// Maps canonical bytes of a resource, scope or attribute key set to its stored id, assigning
-/// new ids in order, up to `limit` of them.
+/// new ids in order, up to `limit` of them: 0, 1, 2, … without gaps, which the `spans` view
+/// relies on to look them up by position.
 struct Interner {
     ids: HashMap<Vec<u8>, u32>,
     /// Ids handed out in the open transaction, forgotten again if it rolls back.
