@@ -37,6 +37,10 @@ const MAX_RECENT_ROWS: i64 = 512 * 1024;
 /// not fill the memory the indexer may hold.
 const ROUND_ROWS: i64 = 128 * 1024;
 
+/// The stored watermark of the pass whose key is the parameter; -1 before its first run.
+const STORED_WATERMARK: &str =
+    "SELECT coalesce(max(CAST(value AS BIGINT)), -1) FROM ducktrace_meta WHERE key = ?";
+
 /// One incremental index: `run` folds the rows of `source` with rowid in `(lo, hi]` into its
 /// tables and returns the last rowid it has indexed (`hi`, or less when it indexes whole blocks
 /// only).
@@ -64,8 +68,7 @@ impl Pass {
     fn unindexed(&self, conn: &Connection) -> Result<Option<RangeInclusive<i64>>, StoreError> {
         let (watermark, last): (i64, i64) = conn.query_row(
             &format!(
-                "SELECT (SELECT coalesce(max(CAST(value AS BIGINT)), -1) FROM ducktrace_meta WHERE key = ?),
-                        (SELECT count(*) - 1 FROM {})",
+                "SELECT ({STORED_WATERMARK}), (SELECT count(*) - 1 FROM {})",
                 self.source
             ),
             [self.watermark_key()],
@@ -90,11 +93,8 @@ impl Progress {
         let span_rows = conn.query_row("SELECT count(*) FROM span_data", [], |row| row.get(0))?;
         let mut watermarks = Vec::new();
         for pass in passes.iter().filter(|pass| pass.source == "span_data") {
-            let watermark: i64 = conn.query_row(
-                "SELECT coalesce(max(CAST(value AS BIGINT)), -1) FROM ducktrace_meta WHERE key = ?",
-                [pass.watermark_key()],
-                |row| row.get(0),
-            )?;
+            let watermark: i64 =
+                conn.query_row(STORED_WATERMARK, [pass.watermark_key()], |row| row.get(0))?;
             watermarks.push((pass.name, AtomicI64::new(watermark)));
         }
         Ok(Self {
