@@ -8,13 +8,16 @@
 //! Pairs are hashed in Rust with FNV-1a, which never changes, so stored filters stay valid
 //! across DuckDB versions.
 
+use std::collections::HashMap;
 use std::ops::RangeInclusive;
+use std::sync::{Arc, Mutex};
 
 use duckdb::arrow::array::{Array, ListArray, StringArray, TimestampNanosecondArray, UInt32Array};
 use duckdb::Connection;
 
 use crate::indexer::{NewSpans, Pass};
 use crate::key_sets;
+use crate::reader::{self, Catalog};
 use crate::StoreError;
 
 /// Spans per filter: four DuckDB vectors. Smaller blocks prune finer but cost more filters.
@@ -154,45 +157,69 @@ impl Block {
 }
 
 /// The blocks whose filter may hold `key` = `value` and whose spans started between `from_ns`
-/// and `to_ns`, newest first, after the `unfiltered` spans (always a candidate).
+/// and `to_ns`, newest first, after the `unfiltered` spans (always a candidate). Filters are
+/// tested here, from the reader's catalog: each is read from the store once.
 pub(crate) fn candidate_blocks(
     conn: &Connection,
+    catalog: &Mutex<Catalog>,
     unfiltered: Option<RangeInclusive<i64>>,
     key: &str,
     value: &str,
     from_ns: i64,
     to_ns: i64,
 ) -> Result<Vec<Block>, StoreError> {
-    let hash = pair_hash(key, value);
-    let (h1, h2) = (hash & 0xffff_ffff, hash >> 32);
-    let tests: Vec<String> = (0..PROBES)
-        .map(|i| format!("get_bit(bloom, CAST(({h1}::BIGINT + {i} * {h2}::BIGINT) % bit_length(bloom) AS INTEGER)) = 1"))
-        .collect();
-    let sql = format!(
+    let mut statement = conn.prepare_cached(
         "SELECT block, epoch_ns(first_start), epoch_ns(last_start) FROM attribute_blooms
-         WHERE last_start >= make_timestamp_ns(?) AND first_start < make_timestamp_ns(?) AND {}
+         WHERE last_start >= make_timestamp_ns(?) AND first_start < make_timestamp_ns(?)
          ORDER BY block DESC",
-        tests.join(" AND ")
-    );
-    let mut blocks: Vec<Block> = unfiltered
-        .map(|tail| Block {
-            first_rowid: *tail.start(),
-            last_rowid: *tail.end(),
-            start_ns: None,
-        })
+    )?;
+    let in_range: Vec<(u32, i64, i64)> = statement
+        .query_map([from_ns, to_ns], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let filters = reader::cached(
+        catalog,
+        |catalog| &mut catalog.block_filters,
+        in_range.iter().map(|(block, _, _)| *block).collect(),
+        |blocks| stored_filters(conn, blocks),
+    )?;
+    let hash = pair_hash(key, value);
+    let tail = unfiltered.map(|tail| Block {
+        first_rowid: *tail.start(),
+        last_rowid: *tail.end(),
+        start_ns: None,
+    });
+    let filtered = in_range
         .into_iter()
-        .collect();
-    let mut statement = conn.prepare(&sql)?;
-    let mut rows = statement.query([from_ns, to_ns])?;
-    while let Some(row) = rows.next()? {
-        let first_rowid = row.get::<_, i64>(0)? * BLOCK_ROWS;
-        blocks.push(Block {
-            first_rowid,
-            last_rowid: first_rowid + BLOCK_ROWS - 1,
-            start_ns: Some((row.get(1)?, row.get(2)?)),
+        .filter(|(block, _, _)| filters.get(block).is_some_and(|filter| holds(filter, hash)))
+        .map(|(block, earliest, latest)| {
+            let first_rowid = i64::from(block) * BLOCK_ROWS;
+            Block {
+                first_rowid,
+                last_rowid: first_rowid + BLOCK_ROWS - 1,
+                start_ns: Some((earliest, latest)),
+            }
         });
-    }
-    Ok(blocks)
+    Ok(tail.into_iter().chain(filtered).collect())
+}
+
+/// The stored filters of `blocks`, as bytes in `BIT` order.
+fn stored_filters(conn: &Connection, blocks: &[u32]) -> Result<HashMap<u32, Arc<[u8]>>, StoreError> {
+    // Integers only, safe to inline.
+    let list = blocks.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let mut statement = conn.prepare(&format!(
+        "SELECT block, CAST(bloom AS BLOB) FROM attribute_blooms WHERE block IN ({list})"
+    ))?;
+    let filters = statement
+        .query_map([], |row| Ok((row.get(0)?, row.get::<_, Vec<u8>>(1)?.into())))?
+        .collect::<Result<_, _>>()?;
+    Ok(filters)
+}
+
+/// Whether `filter` may hold the pair hashed to `hash`.
+fn holds(filter: &[u8], hash: u64) -> bool {
+    probes(hash, filter.len() as u64 * 8).all(|bit| filter[(bit / 8) as usize] & (0x80 >> (bit % 8)) != 0)
 }
 
 #[cfg(test)]
@@ -205,12 +232,9 @@ mod tests {
             .map(|i| pair_hash("user.id", &format!("user-{i}")))
             .collect();
         let filter = bloom(&hashes);
-        let bits = filter.len() as u64 * 8;
-        let holds =
-            |hash: u64| probes(hash, bits).all(|bit| filter[(bit / 8) as usize] & (0x80 >> (bit % 8)) != 0);
-        assert!(hashes.iter().all(|&hash| holds(hash)));
+        assert!(hashes.iter().all(|&hash| holds(&filter, hash)));
         let false_positives = (5000..105_000)
-            .filter(|i| holds(pair_hash("user.id", &format!("user-{i}"))))
+            .filter(|i| holds(&filter, pair_hash("user.id", &format!("user-{i}"))))
             .count();
         assert!(
             false_positives < 2000,

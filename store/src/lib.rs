@@ -371,7 +371,7 @@ impl Reader {
 
     /// The traces matching `query`; see [`search::search`].
     pub fn search(&self, query: &search::TraceQuery) -> Result<Vec<search::TraceSummary>, StoreError> {
-        self.with_connection(|conn| search::search(conn, &self.progress, query))
+        self.with_connection(|conn| search::search(conn, &self.catalog, &self.progress, query))
     }
 
     /// Every service that sent spans, and every operation of each, for search pickers.

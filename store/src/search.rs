@@ -10,6 +10,7 @@
 use std::fmt;
 use std::ops::RangeInclusive;
 use std::str::FromStr;
+use std::sync::Mutex;
 
 use duckdb::types::Value;
 use duckdb::Connection;
@@ -18,6 +19,7 @@ use crate::attribute_index::{self, Block, ATTRIBUTE_BLOOMS};
 use crate::ids::TraceId;
 use crate::indexer::Progress;
 use crate::key_sets;
+use crate::reader::Catalog;
 use crate::StoreError;
 
 /// How far past the range's end a matching span may start, for spans of long traces.
@@ -231,22 +233,24 @@ pub struct Operation {
 /// soon as no older block can hold a trace recent enough to make the list.
 pub(crate) fn search(
     conn: &Connection,
+    catalog: &Mutex<Catalog>,
     progress: &Progress,
     query: &TraceQuery,
 ) -> Result<Vec<TraceSummary>, StoreError> {
     // Before the snapshot, so that the snapshot holds every block filter this counts as made.
     let unfiltered = progress.unindexed(&ATTRIBUTE_BLOOMS);
     // One snapshot, so that the attribute key positions read first cover every span read later.
-    crate::in_transaction(conn, || search_in_snapshot(conn, unfiltered, query))
+    crate::in_transaction(conn, || search_in_snapshot(conn, catalog, unfiltered, query))
 }
 
 fn search_in_snapshot(
     conn: &Connection,
+    catalog: &Mutex<Catalog>,
     unfiltered: Option<RangeInclusive<i64>>,
     query: &TraceQuery,
 ) -> Result<Vec<TraceSummary>, StoreError> {
     let filter = span_filter(conn, query)?;
-    let Some(blocks) = attribute_blocks(conn, unfiltered, query)? else {
+    let Some(blocks) = attribute_blocks(conn, catalog, unfiltered, query)? else {
         let spans = (query.operation.is_some() || !query.attributes.is_empty())
             .then_some(SpanScope::TimeRange(&filter));
         return summaries(conn, query, spans);
@@ -308,6 +312,7 @@ enum SpanScope<'a> {
 /// there are no attribute filters or the blocks are too many to beat one scan of the range.
 fn attribute_blocks(
     conn: &Connection,
+    catalog: &Mutex<Catalog>,
     unfiltered: Option<RangeInclusive<i64>>,
     query: &TraceQuery,
 ) -> Result<Option<Vec<Block>>, StoreError> {
@@ -316,6 +321,7 @@ fn attribute_blocks(
     for filter in &query.attributes {
         let blocks = attribute_index::candidate_blocks(
             conn,
+            catalog,
             unfiltered.clone(),
             &filter.key,
             &filter.value,
