@@ -206,10 +206,9 @@ pub(crate) fn candidate_blocks(
 
 /// The stored filters of `blocks`, as bytes in `BIT` order.
 fn stored_filters(conn: &Connection, blocks: &[u32]) -> Result<HashMap<u32, Arc<[u8]>>, StoreError> {
-    // Integers only, safe to inline.
-    let list = blocks.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
     let mut statement = conn.prepare(&format!(
-        "SELECT block, CAST(bloom AS BLOB) FROM attribute_blooms WHERE block IN ({list})"
+        "SELECT block, CAST(bloom AS BLOB) FROM attribute_blooms WHERE block IN ({})",
+        reader::id_list(blocks)
     ))?;
     let filters = statement
         .query_map([], |row| Ok((row.get(0)?, row.get::<_, Vec<u8>>(1)?.into())))?

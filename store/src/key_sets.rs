@@ -19,11 +19,7 @@ pub(crate) fn stored_key_sets(
     ids: Option<&[u32]>,
 ) -> Result<HashMap<u32, Arc<[String]>>, StoreError> {
     let filter = match ids {
-        // Integers only, safe to inline.
-        Some(ids) => format!(
-            " WHERE key_set_id IN ({})",
-            ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
-        ),
+        Some(ids) => format!(" WHERE key_set_id IN ({})", crate::reader::id_list(ids)),
         None => String::new(),
     };
     let mut statement = conn.prepare(&format!(

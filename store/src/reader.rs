@@ -62,6 +62,11 @@ pub(crate) struct Catalog {
 /// number of resources. Block filters are about 16 KiB each: 10,000 of them cover 82M spans.
 const CATALOG_ENTRIES: usize = 10_000;
 
+/// `ids` as the items of a SQL `IN (…)` list: integers only, safe to inline.
+pub(crate) fn id_list(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
 /// The entries of `ids` from `cache`, fetching the missing ones with `fetch`.
 pub(crate) fn cached<V: Clone>(
     cache: &Mutex<Catalog>,
@@ -248,8 +253,7 @@ fn stored_messages<M: Message + Default>(
     id_column: &str,
     ids: &[u32],
 ) -> Result<HashMap<u32, (M, String)>, StoreError> {
-    // Integers only, safe to inline.
-    let list = ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let list = id_list(ids);
     let sql =
         format!("SELECT {id_column}, fingerprint, schema_url FROM {table} WHERE {id_column} IN ({list})");
     let mut statement = conn.prepare(&sql)?;
