@@ -61,6 +61,12 @@ impl Pass {
         format!("{}_rowid_watermark", self.name)
     }
 
+    /// Whether the pass follows `span_data`: then the writer's columns feed it and readers
+    /// learn its watermark from [`Progress`].
+    fn follows_spans(&self) -> bool {
+        self.source == "span_data"
+    }
+
     /// The rowids of `source` committed but not yet indexed by this pass, if any, as this
     /// transaction sees them: what the pass runs over next. Sources are append-only
     /// (rowids `0..count`), so the count bounds the range: a bare `rowid >` filter makes DuckDB
@@ -74,8 +80,13 @@ impl Pass {
             [self.watermark_key()],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
-        Ok((last > watermark).then_some(watermark + 1..=last))
+        Ok(rows_after(watermark, last))
     }
+}
+
+/// The rowids after `watermark` up to `last`, if any.
+fn rows_after(watermark: i64, last: i64) -> Option<RangeInclusive<i64>> {
+    (last > watermark).then_some(watermark + 1..=last)
 }
 
 /// How far the writer and each pass over `span_data` have committed, kept in memory for
@@ -92,7 +103,7 @@ impl Progress {
     pub(crate) fn load(conn: &Connection, passes: &[Pass]) -> Result<Self, StoreError> {
         let span_rows = conn.query_row("SELECT count(*) FROM span_data", [], |row| row.get(0))?;
         let mut watermarks = Vec::new();
-        for pass in passes.iter().filter(|pass| pass.source == "span_data") {
+        for pass in passes.iter().filter(|pass| pass.follows_spans()) {
             let watermark: i64 =
                 conn.query_row(STORED_WATERMARK, [pass.watermark_key()], |row| row.get(0))?;
             watermarks.push((pass.name, AtomicI64::new(watermark)));
@@ -126,8 +137,7 @@ impl Progress {
     /// reports its watermark), so read this before the query's transaction begins.
     pub(crate) fn unindexed(&self, pass: &Pass) -> Option<RangeInclusive<i64>> {
         let watermark = self.watermark(pass).load(Ordering::Acquire);
-        let last = self.span_rows() - 1;
-        (last > watermark).then_some(watermark + 1..=last)
+        rows_after(watermark, self.span_rows() - 1)
     }
 }
 
@@ -346,7 +356,7 @@ fn run(conn: &Connection, inbound: Inbound, progress: &Progress) {
         let mut indexed_through = i64::MAX;
         for pass in passes {
             match run_pass(&new_spans, pass, progress) {
-                Ok(watermark) if pass.source == "span_data" => {
+                Ok(watermark) if pass.follows_spans() => {
                     indexed_through = indexed_through.min(watermark);
                 }
                 Ok(_) => {}
@@ -397,11 +407,12 @@ fn run_pass(new_spans: &NewSpans<'_>, pass: &Pass, progress: &Progress) -> Resul
         let Some(new) = pass.unindexed(conn)? else {
             return Ok(None);
         };
-        let new = match pass.source {
-            // Spans committed since the indexer last took its messages wait for the next
-            // round, instead of all of them being read back from the table.
-            "span_data" => new_spans.recent.held_part(new),
-            _ => new,
+        // Spans committed since the indexer last took its messages wait for the next round,
+        // instead of all of them being read back from the table.
+        let new = if pass.follows_spans() {
+            new_spans.recent.held_part(new)
+        } else {
+            new
         };
         let lo = new.start() - 1;
         let (started, cpu_started) = (Instant::now(), thread_cpu_time());
@@ -423,7 +434,7 @@ fn run_pass(new_spans: &NewSpans<'_>, pass: &Pass, progress: &Progress) -> Resul
     })?;
     match indexed {
         Some(watermark) => {
-            if pass.source == "span_data" {
+            if pass.follows_spans() {
                 progress.watermark(pass).store(watermark, Ordering::Release);
             }
             Ok(watermark)
