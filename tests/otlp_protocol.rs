@@ -208,6 +208,44 @@ fn hand_written_json_keeps_every_value_type() {
     assert_stored_exactly(&again, &raw_json_expected());
 }
 
+/// The summary of `trace_id` (hex) once the summarizer has it: how many of its spans have
+/// events or links, which decides whether a trace read fetches those columns.
+fn summarized_spans_with_events_or_links(server: &Server, trace_id: &str) -> i64 {
+    let sql = format!("SELECT spans_with_events_or_links FROM trace_summaries WHERE trace_id = '{trace_id}'");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let rows = server.sql(&sql)["rows"].clone();
+        if let Some(count) = rows[0][0].as_i64() {
+            return count;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "trace {trace_id} not summarized: {rows}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn traces_read_the_same_before_and_after_they_are_summarized() {
+    let server = Server::start();
+    let with_nested = raw_json_expected();
+    let without_nested = common::synthetic_request(3, 5);
+    for request in [&with_nested, &without_nested] {
+        post_protobuf(&server, request);
+        // Read at once: the spans are not summarized yet.
+        assert_stored_exactly(&server, request);
+    }
+    let plain_id = hex::encode(&without_nested.resource_spans[0].scope_spans[0].spans[0].trace_id);
+    assert_eq!(summarized_spans_with_events_or_links(&server, TRACE_ID), 1);
+    assert_eq!(summarized_spans_with_events_or_links(&server, &plain_id), 0);
+    // Read through the summaries: the trace without events or links skips those columns, the
+    // other still gets every event and link back.
+    for request in [&with_nested, &without_nested] {
+        assert_stored_exactly(&server, request);
+    }
+}
+
 #[test]
 fn malformed_requests_get_clear_errors_and_the_server_keeps_serving() {
     let server = Server::start();

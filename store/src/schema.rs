@@ -112,8 +112,13 @@ CREATE TABLE IF NOT EXISTS trace_summaries (
     root_operation VARCHAR NOT NULL,
     root_has_parent BOOLEAN NOT NULL,
     root_start TIMESTAMP_NS NOT NULL,
-    services MAP(VARCHAR, UBIGINT) NOT NULL
+    services MAP(VARCHAR, UBIGINT) NOT NULL,
+    -- NULL when part of the trace was summarized before this column existed: not known.
+    spans_with_events_or_links UBIGINT
 );
+-- Added after stores were written without it; reading a trace skips the nested event and link
+-- columns when it is 0.
+ALTER TABLE trace_summaries ADD COLUMN IF NOT EXISTS spans_with_events_or_links UBIGINT;
 -- Trace ids are random, so without an index finding one summary scans every trace id.
 CREATE INDEX IF NOT EXISTS trace_summaries_trace_id ON trace_summaries (trace_id);
 

@@ -11,8 +11,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use duckdb::arrow::array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, FixedSizeBinaryArray, Int64Array, MapBuilder, RecordBatch,
-    StringArray, StringBuilder, TimestampNanosecondArray, UInt64Array, UInt64Builder, UInt8Array,
+    Array, ArrayRef, BinaryArray, BooleanArray, FixedSizeBinaryArray, Int64Array, ListArray, MapBuilder,
+    RecordBatch, StringArray, StringBuilder, TimestampNanosecondArray, UInt64Array, UInt64Builder,
+    UInt8Array,
 };
 use duckdb::arrow::buffer::Buffer;
 use duckdb::arrow::datatypes::{Field, Schema};
@@ -31,7 +32,7 @@ pub(crate) const TRACE_SUMMARIES: Pass = Pass {
 };
 
 /// The columns a summary is made of.
-const SPAN_COLUMNS: [&str; 7] = [
+const SPAN_COLUMNS: [&str; 9] = [
     "trace_id",
     "start_time",
     "duration_ns",
@@ -39,6 +40,8 @@ const SPAN_COLUMNS: [&str; 7] = [
     "status_code",
     "service_name",
     "span_name",
+    "events",
+    "links",
 ];
 
 /// A pass's summaries land here first (same columns as `trace_summaries`), one row per trace.
@@ -78,7 +81,9 @@ SELECT k.trace_id,
        arg_min(k.root_operation, k.root_key) AS root_operation,
        min(k.root_key).has_parent AS root_has_parent,
        min(k.root_key).start AS root_start,
-       any_value(c.services) AS services
+       any_value(c.services) AS services,
+       CASE WHEN count(k.spans_with_events_or_links) = count(*)
+            THEN CAST(sum(k.spans_with_events_or_links) AS UBIGINT) END AS spans_with_events_or_links
 FROM keyed k JOIN service_counts c USING (trace_id)
 GROUP BY k.trace_id;
 DELETE FROM trace_summaries WHERE trace_id IN (SELECT trace_id FROM touched_summaries);
@@ -112,6 +117,7 @@ struct TracePart {
     end: i64,
     spans: u64,
     errors: u64,
+    with_events_or_links: u64,
     /// (has a parent, start): the root is the least.
     root_key: (bool, i64),
     root_service: String,
@@ -139,6 +145,10 @@ impl Summaries {
         let statuses = column::<UInt8Array>(batch.column(4));
         let services = column::<StringArray>(batch.column(5));
         let names = column::<StringArray>(batch.column(6));
+        let (events, links) = (
+            column::<ListArray>(batch.column(7)),
+            column::<ListArray>(batch.column(8)),
+        );
         for row in 0..batch.num_rows() {
             let start = starts.value(row);
             let end = start + durations.value(row);
@@ -153,6 +163,7 @@ impl Summaries {
                     end,
                     spans: 0,
                     errors: 0,
+                    with_events_or_links: 0,
                     root_key,
                     root_service: service.to_string(),
                     root_operation: name.to_string(),
@@ -162,6 +173,8 @@ impl Summaries {
             part.end = part.end.max(end);
             part.spans += 1;
             part.errors += u64::from(failed);
+            let nested = events.value_length(row) > 0 || links.value_length(row) > 0;
+            part.with_events_or_links += u64::from(nested);
             if root_key < part.root_key {
                 part.root_key = root_key;
                 part.root_service = service.to_string();
@@ -187,6 +200,7 @@ impl Summaries {
     fn finish(self) -> Result<(RecordBatch, RecordBatch), StoreError> {
         let mut trace_ids = Vec::with_capacity(self.traces.len() * 16);
         let (mut starts, mut durations, mut spans, mut errors) = (vec![], vec![], vec![], vec![]);
+        let mut with_events_or_links = Vec::with_capacity(self.traces.len());
         let (mut root_services, mut root_operations) = (StringBuilder::new(), StringBuilder::new());
         let (mut root_has_parent, mut root_starts) = (vec![], vec![]);
         let mut services = MapBuilder::new(None, StringBuilder::new(), UInt64Builder::new());
@@ -196,6 +210,7 @@ impl Summaries {
             durations.push(part.end - part.start);
             spans.push(part.spans);
             errors.push(part.errors);
+            with_events_or_links.push(part.with_events_or_links);
             root_services.append_value(&part.root_service);
             root_operations.append_value(&part.root_operation);
             root_has_parent.push(part.root_key.0);
@@ -217,6 +232,7 @@ impl Summaries {
             Arc::new(BooleanArray::from(root_has_parent)),
             Arc::new(TimestampNanosecondArray::from(root_starts)),
             Arc::new(services.finish()),
+            Arc::new(UInt64Array::from(with_events_or_links)),
         ];
         let names = [
             "trace_id",
@@ -229,6 +245,7 @@ impl Summaries {
             "root_has_parent",
             "root_start",
             "services",
+            "spans_with_events_or_links",
         ];
         let fields: Vec<Field> = names
             .into_iter()
