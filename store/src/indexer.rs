@@ -30,7 +30,7 @@ pub const PASS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Committed spans held for the indexer at most; past it the oldest are dropped and read back
 /// from the table when a pass needs them. About 300 bytes each in memory (the columns passes
-/// read).
+/// read), plus the events and links of the few spans that have any.
 const MAX_RECENT_ROWS: i64 = 512 * 1024;
 
 /// Held spans that start a round before [`PASS_INTERVAL`] is up, so that a fast writer does
