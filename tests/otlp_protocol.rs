@@ -212,18 +212,10 @@ fn hand_written_json_keeps_every_value_type() {
 /// events or links, which decides whether a trace read fetches those columns.
 fn summarized_spans_with_events_or_links(server: &Server, trace_id: &str) -> i64 {
     let sql = format!("SELECT spans_with_events_or_links FROM trace_summaries WHERE trace_id = '{trace_id}'");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let rows = server.sql(&sql)["rows"].clone();
-        if let Some(count) = rows[0][0].as_i64() {
-            return count;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "trace {trace_id} not summarized: {rows}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    let rows = server.sql_rows_when(&sql, std::time::Duration::from_secs(20), |rows| {
+        rows[0][0].is_i64()
+    });
+    rows[0][0].as_i64().unwrap()
 }
 
 #[test]

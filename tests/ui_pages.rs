@@ -215,14 +215,11 @@ fn search_finds_traces_and_escapes_span_data() {
 
 /// Waits until the attribute indexer has built `blocks` Bloom filters.
 fn wait_for_blooms(server: &Server, blocks: u64) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while server.sql("SELECT count(*) FROM attribute_blooms")["rows"][0][0] != blocks {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "fewer than {blocks} blocks got a Bloom filter"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    server.sql_rows_when(
+        "SELECT count(*) FROM attribute_blooms",
+        std::time::Duration::from_secs(60),
+        |rows| rows[0][0] == blocks,
+    );
 }
 
 /// The id of `synthetic_request(seed, …)`'s trace.

@@ -132,13 +132,17 @@ pub(crate) fn trace(
 ) -> Result<Vec<ResourceSpans>, StoreError> {
     // Hex digits only (a parsed id), safe to inline.
     let id = trace_id.to_string();
-    let Some(window) = trace_window(conn, progress, &id)? else {
+    let Some(TraceWindow {
+        from_ns,
+        to_ns,
+        events_or_links,
+    }) = trace_window(conn, progress, &id)?
+    else {
         return Ok(Vec::new());
     };
-    let TraceWindow { from_ns, to_ns, .. } = window;
     // Reading the two nested columns took a quarter of this statement at 10M spans, though
     // most spans have neither.
-    let (events, links) = match window.events_or_links {
+    let (events, links) = match events_or_links {
         true => ("events", "links"),
         false => ("NULL", "NULL"),
     };

@@ -129,6 +129,23 @@ impl Server {
         serde_json::from_str(&body).unwrap()
     }
 
+    /// Polls `sql` until `accept` takes its rows (for what background indexing fills in);
+    /// fails with the last rows once `within` has passed.
+    pub fn sql_rows_when(&self, sql: &str, within: Duration, accept: impl Fn(&Json) -> bool) -> Json {
+        let deadline = Instant::now() + within;
+        loop {
+            let rows = self.sql(sql)["rows"].clone();
+            if accept(&rows) {
+                return rows;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{sql} did not give the rows awaited; last: {rows}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// The trace as stored, read through `/api/v3/traces/{id}`; `None` on 404.
     pub fn trace(&self, trace_id: &str) -> Option<Vec<ResourceSpans>> {
         let (status, body) = http_get(&self.ui_url(&format!("/api/v3/traces/{trace_id}")));
