@@ -4,9 +4,8 @@ use std::time::Duration;
 
 use ducktrace_store::{otlp_json, Rejections, SpanBatch, SpanWriter, WriteError};
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
-use prost::Message;
 
 /// How long a client asked to retry should wait first.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -42,14 +41,15 @@ impl Ingest {
 
     /// Stores what can be stored and returns once it is committed.
     pub async fn export(&self, payload: Payload<'_>) -> Result<ExportTraceServiceResponse, IngestError> {
-        let request = match payload {
-            Payload::Protobuf(bytes) => ExportTraceServiceRequest::decode(bytes)
+        let (batch, rejections) = match payload {
+            Payload::Protobuf(bytes) => SpanBatch::from_protobuf(bytes)
                 .map_err(|e| IngestError::Malformed(format!("invalid OTLP protobuf: {e}")))?,
             Payload::Json(bytes) => {
-                otlp_json::decode_request(bytes).map_err(|e| IngestError::Malformed(e.to_string()))?
+                let request =
+                    otlp_json::decode_request(bytes).map_err(|e| IngestError::Malformed(e.to_string()))?;
+                SpanBatch::from_request(&request)
             }
         };
-        let (batch, rejections) = SpanBatch::from_request(&request);
         if rejections.count > 0 {
             tracing::debug!(rejected = rejections.count, reason = ?rejections.first_reason, "spans rejected");
         }

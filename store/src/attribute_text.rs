@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue};
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 
 use crate::otlp_json::{any_value_from_json, any_value_to_json};
 
@@ -28,19 +28,80 @@ const STRINDEX: u8 = b'r';
 /// An empty AnyValue: the map value is NULL.
 const EMPTY: u8 = b'n';
 
+/// One attribute, borrowed from request bytes (otlp_wire.rs) or from a decoded message.
+pub(crate) struct Attribute<'a> {
+    pub key: &'a str,
+    /// `None` for an empty AnyValue or none at all.
+    pub value: Option<ValueRef<'a>>,
+}
+
+/// An OTLP attribute value, borrowed where it can be.
+pub(crate) enum ValueRef<'a> {
+    String(&'a str),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Bytes(&'a [u8]),
+    /// An index into a profile's string table (OTLP profiles only; kept for completeness).
+    Strindex(i32),
+    /// Arrays and key-value lists; prost decodes them.
+    Nested(Cow<'a, Value>),
+}
+
+impl<'a> From<&'a Value> for ValueRef<'a> {
+    fn from(value: &'a Value) -> Self {
+        match value {
+            Value::StringValue(s) => ValueRef::String(s),
+            Value::BoolValue(b) => ValueRef::Bool(*b),
+            Value::IntValue(i) => ValueRef::Int(*i),
+            Value::DoubleValue(d) => ValueRef::Double(*d),
+            Value::BytesValue(b) => ValueRef::Bytes(b),
+            Value::StringValueStrindex(i) => ValueRef::Strindex(*i),
+            nested @ (Value::ArrayValue(_) | Value::KvlistValue(_)) => {
+                ValueRef::Nested(Cow::Borrowed(nested))
+            }
+        }
+    }
+}
+
+impl<'a> From<&'a KeyValue> for Attribute<'a> {
+    fn from(kv: &'a KeyValue) -> Self {
+        Attribute {
+            key: &kv.key,
+            value: kv
+                .value
+                .as_ref()
+                .and_then(|any| any.value.as_ref())
+                .map(ValueRef::from),
+        }
+    }
+}
+
+/// The attributes of a decoded message, borrowed.
+pub(crate) fn borrowed(attributes: &[KeyValue]) -> Vec<Attribute<'_>> {
+    attributes.iter().map(Attribute::from).collect()
+}
+
 /// The type letter and the text of one value (`None` for an empty AnyValue).
-pub(crate) fn encode(value: Option<&Value>) -> (u8, Option<Cow<'_, str>>) {
+pub(crate) fn encode<'a>(value: Option<&ValueRef<'a>>) -> (u8, Option<Cow<'a, str>>) {
     match value {
         None => (EMPTY, None),
-        Some(Value::StringValue(s)) => (STRING, Some(Cow::Borrowed(s))),
-        Some(Value::IntValue(i)) => (INT, Some(Cow::Owned(i.to_string()))),
+        Some(ValueRef::String(s)) => (STRING, Some(Cow::Borrowed(*s))),
+        Some(ValueRef::Int(i)) => (INT, Some(Cow::Owned(i.to_string()))),
         // Rust prints the shortest text that parses back to the same double.
-        Some(Value::DoubleValue(d)) => (DOUBLE, Some(Cow::Owned(d.to_string()))),
-        Some(Value::BoolValue(b)) => (BOOL, Some(Cow::Borrowed(if *b { "true" } else { "false" }))),
-        Some(Value::BytesValue(b)) => (BYTES, Some(Cow::Owned(hex::encode(b)))),
-        Some(nested @ Value::ArrayValue(_)) => (ARRAY, Some(Cow::Owned(any_value_to_json(nested)))),
-        Some(nested @ Value::KvlistValue(_)) => (KVLIST, Some(Cow::Owned(any_value_to_json(nested)))),
-        Some(Value::StringValueStrindex(i)) => (STRINDEX, Some(Cow::Owned(i.to_string()))),
+        Some(ValueRef::Double(d)) => (DOUBLE, Some(Cow::Owned(d.to_string()))),
+        Some(ValueRef::Bool(b)) => (BOOL, Some(Cow::Borrowed(if *b { "true" } else { "false" }))),
+        Some(ValueRef::Bytes(b)) => (BYTES, Some(Cow::Owned(hex::encode(b)))),
+        Some(ValueRef::Strindex(i)) => (STRINDEX, Some(Cow::Owned(i.to_string()))),
+        Some(ValueRef::Nested(nested)) => match nested.as_ref() {
+            array @ Value::ArrayValue(_) => (ARRAY, Some(Cow::Owned(any_value_to_json(array)))),
+            kvlist @ Value::KvlistValue(_) => (KVLIST, Some(Cow::Owned(any_value_to_json(kvlist)))),
+            // What a sender's split value merged into.
+            scalar => {
+                let (letter, text) = encode(Some(&ValueRef::from(scalar)));
+                (letter, text.map(|text| Cow::Owned(text.into_owned())))
+            }
+        },
     }
 }
 
@@ -67,10 +128,10 @@ pub(crate) fn decode(letter: u8, text: Option<&str>) -> AnyValue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValue, KeyValueList};
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
 
     fn round_trip(value: Option<Value>) -> Option<Value> {
-        let (letter, text) = encode(value.as_ref());
+        let (letter, text) = encode(value.as_ref().map(ValueRef::from).as_ref());
         decode(letter, text.as_deref()).value
     }
 

@@ -15,11 +15,12 @@ use duckdb::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, InstrumentationScope};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
+use crate::attribute_text::Attribute;
 use crate::columns::{self, EventColumn, EventRow, KeySet, KeySetColumn, LinkColumn, LinkRow};
 use crate::ids::{parent_span_id, SpanId, TraceId};
+use crate::otlp_wire::{Fields, SpanFields, Wire, WireError};
 
 /// The service name OTel SDKs report when none is configured.
 pub const UNKNOWN_SERVICE: &str = "unknown_service";
@@ -149,32 +150,77 @@ impl SpanBatch {
         }
     }
 
-    /// Converts a request, setting aside spans that fail validation.
-    pub fn from_request(request: &ExportTraceServiceRequest) -> (SpanBatch, Rejections) {
+    /// Converts an OTLP/protobuf request, setting aside spans that fail validation. Bytes that
+    /// are not a valid request fail it whole, as they would with prost.
+    pub fn from_protobuf(request: &[u8]) -> Result<(SpanBatch, Rejections), WireError> {
         let mut builder = BatchBuilder::default();
         let mut rejections = Rejections::default();
-        for (r, resource_spans) in request.resource_spans.iter().enumerate() {
-            let resource = resource_spans.resource.clone().unwrap_or_default();
-            let resource_index = builder.resource(resource, &resource_spans.schema_url);
-            for (s, scope_spans) in resource_spans.scope_spans.iter().enumerate() {
-                let scope = scope_spans.scope.clone().unwrap_or_default();
-                let scope_index = builder.scope(scope, &scope_spans.schema_url);
-                for (i, span) in scope_spans.spans.iter().enumerate() {
-                    match ValidSpan::check(span) {
-                        Ok(valid) => builder.push(valid, resource_index, scope_index),
+        let mut attributes = Vec::new();
+        let resource_spans = parts(request, 1, "ExportTraceServiceRequest.resource_spans", |_| Ok(()))?;
+        for (r, resource_spans) in resource_spans.into_iter().enumerate() {
+            let mut resource = Resource::default();
+            let mut schema_url = "";
+            let scope_spans = parts(resource_spans, 2, "ResourceSpans.scope_spans", |field| {
+                match field {
+                    (1, wire) => resource.merge(wire.bytes("ResourceSpans.resource")?)?,
+                    (3, wire) => schema_url = wire.str("ResourceSpans.schema_url")?,
+                    _ => {}
+                }
+                Ok(())
+            })?;
+            let resource_index = builder.resource(resource, schema_url);
+            for (s, scope_spans) in scope_spans.into_iter().enumerate() {
+                let mut scope = InstrumentationScope::default();
+                let mut schema_url = "";
+                let spans = parts(scope_spans, 2, "ScopeSpans.spans", |field| {
+                    match field {
+                        (1, wire) => scope.merge(wire.bytes("ScopeSpans.scope")?)?,
+                        (3, wire) => schema_url = wire.str("ScopeSpans.schema_url")?,
+                        _ => {}
+                    }
+                    Ok(())
+                })?;
+                let scope_index = builder.scope(scope, schema_url);
+                for (i, span) in spans.into_iter().enumerate() {
+                    let span = SpanFields::read(span, &mut attributes)?;
+                    match ValidSpan::check(&span) {
+                        Ok(valid) => builder.push(&span, &attributes, valid, resource_index, scope_index),
                         Err(reason) => rejections
                             .add(|| format!("resourceSpans[{r}].scopeSpans[{s}].spans[{i}]: {reason}")),
                     }
                 }
             }
         }
-        (builder.finish(), rejections)
+        Ok((builder.finish(), rejections))
+    }
+
+    /// Converts a decoded request (OTLP/JSON arrives as one) through [`SpanBatch::from_protobuf`].
+    pub fn from_request(request: &ExportTraceServiceRequest) -> (SpanBatch, Rejections) {
+        SpanBatch::from_protobuf(&request.encode_to_vec()).expect("prost encodes valid protobuf")
     }
 }
 
-/// A span whose ids, times and enums fit the storage types.
-struct ValidSpan<'a> {
-    span: &'a Span,
+/// The repeated message field `number` of a message (its resource spans, scope spans or spans),
+/// in order; every other field goes to `other`. Fields come in any order, so the parts are read
+/// after the whole message.
+fn parts<'a>(
+    message: &'a [u8],
+    number: u32,
+    field_name: &'static str,
+    mut other: impl FnMut((u32, Wire<'a>)) -> Result<(), WireError>,
+) -> Result<Vec<&'a [u8]>, WireError> {
+    let mut parts = Vec::new();
+    for field in Fields::new(message) {
+        match field? {
+            (field, wire) if field == number => parts.push(wire.bytes(field_name)?),
+            field => other(field)?,
+        }
+    }
+    Ok(parts)
+}
+
+/// A span's ids, times and enums, converted to their storage types.
+struct ValidSpan {
     trace_id: TraceId,
     span_id: SpanId,
     parent_span_id: Option<SpanId>,
@@ -187,11 +233,11 @@ struct ValidSpan<'a> {
     links: Vec<([u8; 16], u64)>,
 }
 
-impl<'a> ValidSpan<'a> {
-    fn check(span: &'a Span) -> Result<Self, String> {
-        let trace_id = TraceId::try_from(span.trace_id.as_slice()).map_err(|e| e.to_string())?;
-        let span_id = SpanId::try_from(span.span_id.as_slice()).map_err(|e| e.to_string())?;
-        let parent_span_id = parent_span_id(&span.parent_span_id).map_err(|e| format!("parent {e}"))?;
+impl ValidSpan {
+    fn check(span: &SpanFields<'_>) -> Result<Self, String> {
+        let trace_id = TraceId::try_from(span.trace_id).map_err(|e| e.to_string())?;
+        let span_id = SpanId::try_from(span.span_id).map_err(|e| e.to_string())?;
+        let parent_span_id = parent_span_id(span.parent_span_id).map_err(|e| format!("parent {e}"))?;
         let start = nanos(span.start_time_unix_nano, "start time")?;
         let end = nanos(span.end_time_unix_nano, "end time")?;
         let kind = u8::try_from(span.kind).map_err(|_| format!("span kind {} is out of range", span.kind))?;
@@ -211,14 +257,12 @@ impl<'a> ValidSpan<'a> {
             .links
             .iter()
             .map(|link| {
-                let trace_id =
-                    TraceId::try_from(link.trace_id.as_slice()).map_err(|e| format!("link {e}"))?;
-                let span_id = SpanId::try_from(link.span_id.as_slice()).map_err(|e| format!("link {e}"))?;
+                let trace_id = TraceId::try_from(link.trace_id).map_err(|e| format!("link {e}"))?;
+                let span_id = SpanId::try_from(link.span_id).map_err(|e| format!("link {e}"))?;
                 Ok((trace_id.to_bytes(), span_id.to_u64()))
             })
             .collect::<Result<_, String>>()?;
         Ok(ValidSpan {
-            span,
             trace_id,
             span_id,
             parent_span_id,
@@ -332,8 +376,14 @@ impl BatchBuilder {
             })
     }
 
-    fn push(&mut self, valid: ValidSpan<'_>, resource: u32, scope: u32) {
-        let span = valid.span;
+    fn push(
+        &mut self,
+        span: &SpanFields<'_>,
+        attributes: &[Attribute<'_>],
+        valid: ValidSpan,
+        resource: u32,
+        scope: u32,
+    ) {
         self.trace_id.extend_from_slice(&valid.trace_id.to_bytes());
         self.span_id.push(valid.span_id.to_u64());
         self.parent_span_id.push(valid.parent_span_id.map(SpanId::to_u64));
@@ -341,16 +391,16 @@ impl BatchBuilder {
         self.duration_ns.push(valid.duration);
         self.service_name
             .append_value(&self.resources.entries[resource as usize].service_name);
-        self.span_name.append_value(&span.name);
+        self.span_name.append_value(span.name);
         self.span_kind.push(valid.kind);
         self.status_code.push(valid.status_code);
         self.status_message
-            .append_value(span.status.as_ref().map_or("", |status| status.message.as_str()));
+            .append_value(span.status.as_ref().map_or("", |status| status.message));
         self.resource_ref.push(resource);
         self.scope_ref.push(scope);
-        self.trace_state.append_value(&span.trace_state);
+        self.trace_state.append_value(span.trace_state);
         self.flags.push(span.flags);
-        self.attributes.push(&span.attributes);
+        self.attributes.push(attributes);
         self.dropped_attributes_count.push(span.dropped_attributes_count);
         self.events.push(
             span.events
@@ -358,7 +408,7 @@ impl BatchBuilder {
                 .zip(&valid.events)
                 .map(|(event, &time)| EventRow {
                     time_unix_nano: time,
-                    name: &event.name,
+                    name: event.name,
                     attributes: &event.attributes,
                     dropped_attributes_count: event.dropped_attributes_count,
                 }),
@@ -371,7 +421,7 @@ impl BatchBuilder {
                 .map(|(link, &(trace_id, span_id))| LinkRow {
                     trace_id,
                     span_id,
-                    trace_state: &link.trace_state,
+                    trace_state: link.trace_state,
                     attributes: &link.attributes,
                     dropped_attributes_count: link.dropped_attributes_count,
                     flags: link.flags,

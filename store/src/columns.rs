@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::attribute_text::{self, Attribute};
 use duckdb::arrow::array::{
     Array, ArrayRef, BinaryArray, BinaryBuilder, ListArray, ListBuilder, MapArray, RecordBatch, StringArray,
     StringBuilder, StructArray, TimestampNanosecondArray, UInt32Array, UInt64Array,
@@ -15,9 +16,6 @@ use duckdb::arrow::array::{
 use duckdb::arrow::buffer::OffsetBuffer;
 use duckdb::arrow::datatypes::{DataType, Field, Fields, Schema, TimeUnit};
 use duckdb::arrow::error::ArrowError;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
-
-use crate::attribute_text;
 
 fn attribute_entries_field() -> Arc<Field> {
     Arc::new(Field::new(
@@ -91,7 +89,9 @@ const FEW_ATTRIBUTES: usize = 32;
 /// The entries of one attribute list as stored: key, type letter and value text. OTLP requires
 /// unique keys and DuckDB maps enforce it, so a repeated key keeps its last value (what a map
 /// assignment in any SDK would have produced).
-fn stored_entries(attributes: &[KeyValue]) -> impl Iterator<Item = (&str, u8, Option<Cow<'_, str>>)> {
+fn stored_entries<'a>(
+    attributes: &'a [Attribute<'a>],
+) -> impl Iterator<Item = (&'a str, u8, Option<Cow<'a, str>>)> {
     let keep: Vec<bool> = if attributes.len() <= FEW_ATTRIBUTES {
         // Comparing with the later keys beats hashing every key of every span.
         (0..attributes.len())
@@ -106,7 +106,7 @@ fn stored_entries(attributes: &[KeyValue]) -> impl Iterator<Item = (&str, u8, Op
         let mut keep: Vec<bool> = attributes
             .iter()
             .rev()
-            .map(|kv| seen_later.insert(kv.key.as_str()))
+            .map(|attribute| seen_later.insert(attribute.key))
             .collect();
         keep.reverse();
         keep
@@ -115,9 +115,9 @@ fn stored_entries(attributes: &[KeyValue]) -> impl Iterator<Item = (&str, u8, Op
         .iter()
         .zip(keep)
         .filter(|(_, keep)| *keep)
-        .map(|(kv, _)| {
-            let (letter, text) = attribute_text::encode(kv.value.as_ref().and_then(|v| v.value.as_ref()));
-            (kv.key.as_str(), letter, text)
+        .map(|(attribute, _)| {
+            let (letter, text) = attribute_text::encode(attribute.value.as_ref());
+            (attribute.key, letter, text)
         })
 }
 
@@ -167,7 +167,7 @@ pub struct AttributeColumn {
 }
 
 impl AttributeColumn {
-    pub fn push(&mut self, attributes: &[KeyValue]) {
+    pub fn push(&mut self, attributes: &[Attribute<'_>]) {
         for (key, letter, text) in stored_entries(attributes) {
             self.keys.append_value(key);
             self.values.push_value(letter, text.as_deref());
@@ -243,7 +243,7 @@ pub struct KeySetColumn {
 }
 
 impl KeySetColumn {
-    pub fn push(&mut self, attributes: &[KeyValue]) {
+    pub fn push(&mut self, attributes: &[Attribute<'_>]) {
         for (key, letter, text) in stored_entries(attributes) {
             self.push_entry(key, letter, text.as_deref());
         }
@@ -340,7 +340,7 @@ pub fn key_set_rows(ids: Vec<u32>, key_sets: &[&KeySet]) -> Result<RecordBatch, 
 pub struct EventRow<'a> {
     pub time_unix_nano: i64,
     pub name: &'a str,
-    pub attributes: &'a [KeyValue],
+    pub attributes: &'a [Attribute<'a>],
     pub dropped_attributes_count: u32,
 }
 
@@ -393,7 +393,7 @@ pub struct LinkRow<'a> {
     pub trace_id: [u8; 16],
     pub span_id: u64,
     pub trace_state: &'a str,
-    pub attributes: &'a [KeyValue],
+    pub attributes: &'a [Attribute<'a>],
     pub dropped_attributes_count: u32,
     pub flags: u32,
 }
@@ -465,15 +465,12 @@ fn list_array(list_type: DataType, offsets: Vec<i32>, items: StructArray) -> Lis
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue};
+    use crate::attribute_text::ValueRef;
 
-    fn text(key: &str, value: &str) -> KeyValue {
-        KeyValue {
-            key: key.into(),
-            value: Some(AnyValue {
-                value: Some(Value::StringValue(value.into())),
-            }),
-            ..Default::default()
+    fn text<'a>(key: &'a str, value: &'a str) -> Attribute<'a> {
+        Attribute {
+            key,
+            value: Some(ValueRef::String(value)),
         }
     }
 
@@ -481,7 +478,8 @@ mod tests {
     #[test]
     fn a_repeated_key_keeps_its_last_value_and_key_sets_round_trip() {
         for filler in [0, FEW_ATTRIBUTES] {
-            let mut attributes: Vec<KeyValue> = (0..filler).map(|i| text(&format!("k{i}"), "v")).collect();
+            let filler_keys: Vec<String> = (0..filler).map(|i| format!("k{i}")).collect();
+            let mut attributes: Vec<Attribute> = filler_keys.iter().map(|key| text(key, "v")).collect();
             attributes.extend([text("a", "first"), text("b", "x"), text("a", "last")]);
             let stored: Vec<(&str, Option<String>)> = stored_entries(&attributes)
                 .map(|(key, _, text)| (key, text.map(String::from)))

@@ -13,6 +13,7 @@ mod indexer;
 mod key_sets;
 pub mod metrics;
 pub mod otlp_json;
+mod otlp_wire;
 mod reader;
 mod schema;
 pub mod search;
@@ -32,6 +33,7 @@ pub use batch::{Rejections, SpanBatch, UNKNOWN_SERVICE};
 /// DuckDB's value type, as handed to [`sql::RowSink`]s.
 pub use duckdb::types as duckdb_value;
 pub use ids::{SpanId, TraceId};
+pub use otlp_wire::WireError;
 pub use writer::{SpanWriter, WriteError, WriterConfig};
 
 /// What the background indexer keeps current as spans arrive.

@@ -18,6 +18,7 @@ use duckdb::arrow::datatypes::{DataType, Field, Schema};
 use duckdb::Connection;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
+use crate::attribute_text;
 use crate::batch::{
     span_schema, SpanBatch, INLINE_KEYS_COLUMN, KEY_SET_COLUMN, RESOURCE_ID_COLUMN, SCOPE_ID_COLUMN,
 };
@@ -429,7 +430,8 @@ impl NewRows {
     fn push_resource(&mut self, id: u32, entry: &crate::batch::ResourceEntry) {
         self.ids.push(id);
         self.names.push(entry.service_name.clone());
-        self.attributes.push(&entry.resource.attributes);
+        self.attributes
+            .push(&attribute_text::borrowed(&entry.resource.attributes));
         self.dropped.push(entry.resource.dropped_attributes_count);
         self.schema_urls.push(entry.schema_url.clone());
         self.fingerprints.push(entry.fingerprint.clone());
@@ -439,7 +441,8 @@ impl NewRows {
         self.ids.push(id);
         self.names.push(entry.scope.name.clone());
         self.versions.push(entry.scope.version.clone());
-        self.attributes.push(&entry.scope.attributes);
+        self.attributes
+            .push(&attribute_text::borrowed(&entry.scope.attributes));
         self.dropped.push(entry.scope.dropped_attributes_count);
         self.schema_urls.push(entry.schema_url.clone());
         self.fingerprints.push(entry.fingerprint.clone());
