@@ -44,13 +44,16 @@ pub struct ServeArgs {
     /// e.g. 127.0.0.1:5433. Off unless given.
     #[arg(long, env = "DUCKTRACE_PG_ADDR")]
     pg_addr: Option<SocketAddr>,
-    /// Queries (API, UI pages, SQL, PostgreSQL) running at once; more wait for a turn. DuckDB
-    /// runs each on every core, so more at once only take CPU from ingest.
+    /// Queries (API, UI pages, SQL, PostgreSQL) running at once; more wait for a turn. More at
+    /// once only take CPU from ingest.
     #[arg(long, env = "DUCKTRACE_MAX_CONCURRENT_QUERIES", default_value_t = ducktrace_store::DEFAULT_MAX_CONCURRENT_QUERIES)]
     max_concurrent_queries: usize,
     /// DuckDB's memory ceiling (ingest and queries together), e.g. 2GB.
     #[arg(long, env = "DUCKTRACE_MEMORY_LIMIT", default_value = ducktrace_store::DEFAULT_MEMORY_LIMIT)]
     memory_limit: String,
+    /// Threads one DuckDB statement may use; by default one per core but one.
+    #[arg(long, env = "DUCKTRACE_DUCKDB_THREADS")]
+    duckdb_threads: Option<usize>,
 }
 
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -77,6 +80,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.query_time_limit = Duration::from_secs(args.query_timeout);
     config.memory_limit = args.memory_limit.clone();
     config.max_concurrent_queries = args.max_concurrent_queries;
+    if let Some(threads) = args.duckdb_threads {
+        config.duckdb_threads = threads;
+    }
     let store = tokio::task::spawn_blocking(move || Store::open(&config))
         .await?
         .with_context(|| format!("cannot open the span store in {}", args.data_dir.display()))?;

@@ -355,3 +355,16 @@ fn a_client_that_stops_reading_frees_its_query_slot_at_the_time_limit() {
     );
     drop(stalled);
 }
+
+/// `--duckdb-threads` reaches DuckDB; by default one thread per core but one, at least one.
+#[test]
+fn duckdb_threads_follow_the_flag() {
+    let threads = |server: &Server| {
+        let (status, answer) = post_sql(server, "SELECT current_setting('threads')::INT");
+        assert_eq!(status, 200, "{answer}");
+        answer["rows"][0][0].as_i64().unwrap()
+    };
+    let cores = std::thread::available_parallelism().unwrap().get() as i64;
+    assert_eq!(threads(&Server::start()), (cores - 1).max(1));
+    assert_eq!(threads(&Server::start_with(&["--duckdb-threads", "3"])), 3);
+}
