@@ -51,7 +51,7 @@ pub struct ServeArgs {
     /// DuckDB's memory ceiling (ingest and queries together), e.g. 2GB.
     #[arg(long, env = "DUCKTRACE_MEMORY_LIMIT", default_value = ducktrace_store::DEFAULT_MEMORY_LIMIT)]
     memory_limit: String,
-    /// Threads one DuckDB statement may use; by default one per core but one.
+    /// Threads one DuckDB statement may use; by default one per core.
     #[arg(long, env = "DUCKTRACE_DUCKDB_THREADS")]
     duckdb_threads: Option<usize>,
 }

@@ -97,13 +97,12 @@ pub struct StoreConfig {
     pub duckdb_threads: usize,
 }
 
-/// One thread per core but one. While DuckDB's workers run a statement's tasks, the thread
-/// that issued it spins on the task queue; when the single worker of a 2-thread DuckDB took
-/// the writer's commit, the writer spun a core away: on 2 cores, 1 thread took 21% less CPU
-/// per ingested span and trace reads 20% less time, while big scans took 1.6x longer
-/// (BENCHMARKS.md).
+/// One thread per core, DuckDB's own default. While DuckDB's workers run a statement's tasks,
+/// the thread that issued it spins on the task queue, so on 2 cores 1 thread took ~20% less
+/// CPU per ingested span, but searches by attribute and SQL scans took 1.5-2x as long and
+/// ingest was no faster: the writer thread became the limit (BENCHMARKS.md).
 pub fn default_duckdb_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |cores| cores.get().saturating_sub(1).max(1))
+    std::thread::available_parallelism().map_or(1, |cores| cores.get())
 }
 
 impl StoreConfig {
