@@ -2,9 +2,9 @@
 //! from the request bytes.
 //!
 //! prost's owned `ExportTraceServiceRequest` allocates a `String` for every attribute key and
-//! value and frees them after the columns are built: 2.9 µs of the 4.2 µs per span the
-//! receive side spent (BENCHMARKS.md). Resources and scopes, a few per request, still decode
-//! with prost. Decoding follows protobuf's rules as prost applies them: fields in any order,
+//! value; decoding and freeing it took 2.9 of the 4.1 µs per span the receive side spent on one
+//! thread. Read in place, decode and columns together take about a fifth less (BENCHMARKS.md).
+//! Resources and scopes, a few per request, still decode with prost. Decoding follows protobuf's rules as prost applies them: fields in any order,
 //! unknown fields skipped (groups too), a repeated singular field's last value wins (a message
 //! one merges), strings must be UTF-8.
 
