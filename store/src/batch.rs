@@ -20,7 +20,7 @@ use prost::Message;
 use crate::attribute_text::Attribute;
 use crate::columns::{self, EventColumn, EventRow, KeySet, KeySetColumn, LinkColumn, LinkRow};
 use crate::ids::{parent_span_id, SpanId, TraceId};
-use crate::otlp_wire::{Fields, SpanFields, Wire, WireError};
+use crate::otlp_wire::{Fields, SpanFields, WireError};
 
 /// The service name OTel SDKs report when none is configured.
 pub const UNKNOWN_SERVICE: &str = "unknown_service";
@@ -156,30 +156,15 @@ impl SpanBatch {
         let mut builder = BatchBuilder::default();
         let mut rejections = Rejections::default();
         let mut attributes = Vec::new();
-        let resource_spans = parts(request, 1, "ExportTraceServiceRequest.resource_spans", |_| Ok(()))?;
-        for (r, resource_spans) in resource_spans.into_iter().enumerate() {
-            let mut resource = Resource::default();
-            let mut schema_url = "";
-            let scope_spans = parts(resource_spans, 2, "ResourceSpans.scope_spans", |field| {
-                match field {
-                    (1, wire) => resource.merge(wire.bytes("ResourceSpans.resource")?)?,
-                    (3, wire) => schema_url = wire.str("ResourceSpans.schema_url")?,
-                    _ => {}
-                }
-                Ok(())
-            })?;
+        let mut r = 0;
+        for field in Fields::new(request) {
+            let (1, wire) = field? else { continue };
+            let resource_spans = wire.bytes("ExportTraceServiceRequest.resource_spans")?;
+            let (resource, schema_url, scope_spans) = read_level::<Resource>(resource_spans, RESOURCE_SPANS)?;
             let resource_index = builder.resource(resource, schema_url);
             for (s, scope_spans) in scope_spans.into_iter().enumerate() {
-                let mut scope = InstrumentationScope::default();
-                let mut schema_url = "";
-                let spans = parts(scope_spans, 2, "ScopeSpans.spans", |field| {
-                    match field {
-                        (1, wire) => scope.merge(wire.bytes("ScopeSpans.scope")?)?,
-                        (3, wire) => schema_url = wire.str("ScopeSpans.schema_url")?,
-                        _ => {}
-                    }
-                    Ok(())
-                })?;
+                let (scope, schema_url, spans) =
+                    read_level::<InstrumentationScope>(scope_spans, SCOPE_SPANS)?;
                 let scope_index = builder.scope(scope, schema_url);
                 for (i, span) in spans.into_iter().enumerate() {
                     let span = SpanFields::read(span, &mut attributes)?;
@@ -190,6 +175,7 @@ impl SpanBatch {
                     }
                 }
             }
+            r += 1;
         }
         Ok((builder.finish(), rejections))
     }
@@ -200,23 +186,32 @@ impl SpanBatch {
     }
 }
 
-/// The repeated message field `number` of a message (its resource spans, scope spans or spans),
-/// in order; every other field goes to `other`. Fields come in any order, so the parts are read
-/// after the whole message.
-fn parts<'a>(
+/// The field names of a `ResourceSpans` or a `ScopeSpans`: both hold a resource or scope
+/// (field 1), their parts (field 2: scope spans, or spans) and a schema URL (field 3).
+const RESOURCE_SPANS: [&str; 3] = [
+    "ResourceSpans.resource",
+    "ResourceSpans.scope_spans",
+    "ResourceSpans.schema_url",
+];
+const SCOPE_SPANS: [&str; 3] = ["ScopeSpans.scope", "ScopeSpans.spans", "ScopeSpans.schema_url"];
+
+/// Reads a `ResourceSpans` or `ScopeSpans`: its resource or scope (decoded by prost, merged if
+/// repeated), its schema URL and its parts in order. Fields come in any order, so the parts are
+/// handled after the whole message is read.
+fn read_level<'a, M: Message + Default>(
     message: &'a [u8],
-    number: u32,
-    field_name: &'static str,
-    mut other: impl FnMut((u32, Wire<'a>)) -> Result<(), WireError>,
-) -> Result<Vec<&'a [u8]>, WireError> {
-    let mut parts = Vec::new();
+    [head_field, parts_field, schema_url_field]: [&'static str; 3],
+) -> Result<(M, &'a str, Vec<&'a [u8]>), WireError> {
+    let (mut head, mut schema_url, mut parts) = (M::default(), "", Vec::new());
     for field in Fields::new(message) {
         match field? {
-            (field, wire) if field == number => parts.push(wire.bytes(field_name)?),
-            field => other(field)?,
+            (1, wire) => head.merge(wire.bytes(head_field)?)?,
+            (2, wire) => parts.push(wire.bytes(parts_field)?),
+            (3, wire) => schema_url = wire.str(schema_url_field)?,
+            _ => {}
         }
     }
-    Ok(parts)
+    Ok((head, schema_url, parts))
 }
 
 /// A span's ids, times and enums, converted to their storage types.
