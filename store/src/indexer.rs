@@ -348,9 +348,15 @@ fn run(conn: &Connection, inbound: Inbound, progress: &Progress) {
         passes,
     } = inbound;
     let mut recent = RecentSpans::default();
+    // Takes the spans committed since, indexes them, and says whether `Stop` came among them.
     let round = |recent: &mut RecentSpans| {
-        while let Ok(Message::Committed(spans)) = messages.try_recv() {
-            recent.push(spans);
+        let mut stop = false;
+        loop {
+            match messages.try_recv() {
+                Ok(Message::Committed(spans)) => recent.push(spans),
+                Ok(Message::Stop) => stop = true,
+                Err(_) => break,
+            }
         }
         let new_spans = NewSpans { conn, recent };
         let mut indexed_through = i64::MAX;
@@ -367,32 +373,30 @@ fn run(conn: &Connection, inbound: Inbound, progress: &Progress) {
             }
         }
         recent.forget_through(indexed_through);
+        stop
     };
     let mut next_round = Instant::now();
     let mut held_since_round = 0;
     loop {
         let wait = next_round.saturating_duration_since(Instant::now());
-        match messages.recv_timeout(wait) {
+        let stop = match messages.recv_timeout(wait) {
             Ok(Message::Committed(spans)) => {
                 held_since_round += spans.columns.num_rows() as i64;
                 recent.push(spans);
+                false
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => {
-                // Take what the writer committed last, then index it.
-                while let Ok(Message::Committed(spans)) = messages.try_recv() {
-                    recent.push(spans);
-                }
-                round(&mut recent);
+            Err(RecvTimeoutError::Timeout) => false,
+            Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => true,
+        };
+        // Checked after every message too: a busy writer would never let the wait time out.
+        if stop || Instant::now() >= next_round || held_since_round >= ROUND_ROWS {
+            // A round takes what the writer committed last, so a stop indexes that too.
+            if round(&mut recent) || stop {
                 if let Err(error) = conn.execute_batch("CHECKPOINT") {
                     tracing::warn!(%error, "checkpoint after the last indexing pass failed");
                 }
                 break;
             }
-        }
-        // Checked after every message too: a busy writer would never let the wait time out.
-        if Instant::now() >= next_round || held_since_round >= ROUND_ROWS {
-            round(&mut recent);
             next_round = Instant::now() + PASS_INTERVAL;
             held_since_round = 0;
         }
