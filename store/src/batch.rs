@@ -103,6 +103,10 @@ pub struct SpanBatch {
     pub(crate) resources: Vec<ResourceEntry>,
     pub(crate) scopes: Vec<ScopeEntry>,
     pub(crate) key_sets: Vec<KeySet>,
+    /// The OTLP/protobuf request the spans were read from, kept for the ingest log, which
+    /// rebuilds the batch from it after a crash. Imported spans have none and are durable only
+    /// once DuckDB commits them.
+    pub(crate) request: Option<Vec<u8>>,
     len: usize,
 }
 
@@ -147,6 +151,7 @@ impl SpanBatch {
             resources,
             scopes,
             key_sets,
+            request: None,
         }
     }
 
@@ -177,7 +182,11 @@ impl SpanBatch {
             }
             r += 1;
         }
-        Ok((builder.finish(), rejections))
+        let mut batch = builder.finish();
+        if !batch.is_empty() {
+            batch.request = Some(request.to_vec());
+        }
+        Ok((batch, rejections))
     }
 
     /// Converts a decoded request (OTLP/JSON arrives as one) through [`SpanBatch::from_protobuf`].
@@ -462,6 +471,7 @@ impl BatchBuilder {
             resources: self.resources.entries,
             scopes: self.scopes.entries,
             key_sets,
+            request: None,
             len,
         }
     }

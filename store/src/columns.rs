@@ -208,6 +208,7 @@ pub fn key_set_fields() -> [Field; 4] {
 }
 
 /// A list of attribute keys as first seen in a batch; the writer stores each distinct one once.
+#[derive(Clone)]
 pub struct KeySet {
     /// The keys, each preceded by its length (four bytes, little-endian): equal fingerprints,
     /// same list.

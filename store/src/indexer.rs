@@ -141,8 +141,8 @@ impl Progress {
     }
 }
 
-/// Spans the writer has just committed: the `span_data` columns it appended (stored ids in
-/// place, in `span_schema` order) and the rowid of the first.
+/// Spans the writer has just committed: the `span_data` columns some pass reads (stored ids in
+/// place), as [`IndexerInbox::columns_read`] picks them, and the rowid of the first.
 pub(crate) struct CommittedSpans {
     pub first_rowid: i64,
     pub columns: RecordBatch,
@@ -162,15 +162,17 @@ pub(crate) struct IndexerInbox {
 }
 
 impl IndexerInbox {
-    pub(crate) fn committed(&self, spans: CommittedSpans) {
-        let columns = spans
-            .columns
+    /// The columns of appended `span_data` rows (in `span_schema` order) that some pass reads;
+    /// the writer keeps only these until its commit.
+    pub(crate) fn columns_read(&self, appended: &RecordBatch) -> RecordBatch {
+        appended
             .project(&self.held)
-            .expect("the writer hands over span_data columns");
+            .expect("the writer hands over span_data columns")
+    }
+
+    pub(crate) fn committed(&self, spans: CommittedSpans) {
         // A stopped indexer reads the spans back on its next start.
-        let _ = self
-            .sender
-            .send(Message::Committed(CommittedSpans { columns, ..spans }));
+        let _ = self.sender.send(Message::Committed(spans));
     }
 }
 

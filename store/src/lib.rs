@@ -10,6 +10,7 @@ pub mod export;
 pub mod ids;
 pub mod import;
 mod indexer;
+mod ingest_log;
 mod key_sets;
 pub mod metrics;
 pub mod otlp_json;
@@ -54,6 +55,8 @@ pub const DEFAULT_MAX_CONCURRENT_QUERIES: usize = 2;
 
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "ducktrace.duckdb";
+/// The directory of the ingest log, next to the database file (`ingest_log.rs`).
+pub const INGEST_LOG_DIR: &str = "ingest-log";
 
 /// The DuckDB storage format of new span stores: readable by DuckDB 1.5 and later.
 const STORAGE_FORMAT: &str = "v1.5.0";
@@ -161,6 +164,7 @@ impl Store {
         let (inbox, inbound) = indexer::Indexer::inbox(INDEX_PASSES);
         let (writer, writer_thread) = writer::spawn(
             conn.try_clone()?,
+            &config.data_dir.join(INGEST_LOG_DIR),
             config.writer.clone(),
             inbox.clone(),
             progress.clone(),

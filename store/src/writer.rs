@@ -1,13 +1,21 @@
-//! The single writer: group commit of many requests per DuckDB transaction.
+//! The writer: requests made durable in the ingest log, then moved into DuckDB.
 //!
-//! Request tasks hand over finished `SpanBatch`es; one OS thread owns the write connection,
-//! gathers whatever is queued (up to `max_batch_spans`, waiting at most `linger` for more),
-//! appends it all with Arrow appends in one transaction, commits (DuckDB syncs its WAL on
-//! commit), and only then answers every request in the group. Memory between socket and disk is
+//! Request tasks hand over finished `SpanBatch`es. The log thread gathers whatever is queued
+//! (up to `max_batch_spans`, waiting at most `linger` for more), appends the requests to the
+//! ingest log and syncs it once for the group (`ingest_log.rs`). The apply thread owns the
+//! write connection: it appends batches with Arrow appends, keeps a transaction open while more
+//! are waiting, up to exactly one row group, and records in it how far into the log it reaches.
+//!
+//! When a request is answered depends on how far the apply thread is behind: when it is idle,
+//! after the commit, so that a client reading right after the answer sees its spans; when a
+//! little behind, as soon as the request is synced; when a row group or more behind, once the
+//! spans are appended, so that clients slow to its pace. Memory between socket and DuckDB is
 //! bounded by a semaphore counted in spans: when it is exhausted the request is refused as
 //! overloaded, and the client retries later.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -24,6 +32,7 @@ use crate::batch::{
 };
 use crate::columns::{attribute_fields, inline_keys, key_set_rows, AttributeColumn, KeySet};
 use crate::indexer::{CommittedSpans, IndexerInbox, Progress};
+use crate::ingest_log::{self, LogPosition, LogWriter};
 use crate::StoreError;
 
 /// WAL size that makes a commit checkpoint (DuckDB's default is 16MB). A checkpoint compresses
@@ -37,7 +46,8 @@ pub(crate) const CHECKPOINT_THRESHOLD: &str = "256MB";
 /// Limits of the write path.
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
-    /// Spans accepted but not yet committed, across all requests; beyond it requests are refused.
+    /// Spans accepted but not yet appended to DuckDB, across all requests; beyond it requests
+    /// are refused.
     pub max_queued_spans: usize,
     /// Spans per transaction at most.
     pub max_batch_spans: usize,
@@ -93,7 +103,8 @@ pub struct SpanWriter {
 }
 
 impl SpanWriter {
-    /// Stores a batch; returns once it is committed to the database file.
+    /// Stores a batch; returns once it is durable: synced to the ingest log, or for imported
+    /// spans committed to DuckDB.
     pub async fn write(&self, batch: SpanBatch) -> Result<(), WriteError> {
         if batch.is_empty() {
             return Ok(());
@@ -158,11 +169,11 @@ impl Interner {
 
     /// Stored ids for a batch's entries (`None` past the limit); `new_row` writes the row of
     /// each one new to the store.
-    fn ids_for<'e, E>(
+    fn ids_for<E>(
         &mut self,
-        entries: &'e [E],
+        entries: &[E],
         fingerprint: fn(&E) -> &Vec<u8>,
-        mut new_row: impl FnMut(u32, &'e E),
+        mut new_row: impl FnMut(u32, &E),
     ) -> Vec<Option<u32>> {
         entries
             .iter()
@@ -187,70 +198,218 @@ impl Interner {
     }
 }
 
-/// Running writer thread; `stop` ends it after what was already queued is committed.
+/// The stored ids of resources, scopes and attribute key sets.
+struct Interners {
+    resources: Interner,
+    scopes: Interner,
+    key_sets: Interner,
+}
+
+impl Interners {
+    fn load(conn: &Connection, max_attribute_key_sets: usize) -> Result<Self, StoreError> {
+        Ok(Self {
+            resources: Interner::load(conn, "resources", "resource_id", usize::MAX)?,
+            scopes: Interner::load(conn, "scopes", "scope_id", usize::MAX)?,
+            key_sets: Interner::load(conn, "attribute_key_sets", "key_set_id", max_attribute_key_sets)?,
+        })
+    }
+
+    /// The batch's `span_data` columns with stored ids in place of its local indexes; entries
+    /// seen for the first time are added to `new`.
+    fn columns_for(&mut self, batch: &SpanBatch, new: &mut NewEntries) -> Result<RecordBatch, StoreError> {
+        let resource_ids = self.resources.ids_for(
+            &batch.resources,
+            |e| &e.fingerprint,
+            |id, e| new.resources.push_resource(id, e),
+        );
+        let scope_ids = self.scopes.ids_for(
+            &batch.scopes,
+            |e| &e.fingerprint,
+            |id, e| new.scopes.push_scope(id, e),
+        );
+        let key_set_ids = self.key_sets.ids_for(
+            &batch.key_sets,
+            |e| &e.fingerprint,
+            |id, e| new.key_sets.push((id, e.clone())),
+        );
+        let mut columns = batch.columns.clone();
+        columns[RESOURCE_ID_COLUMN] = remap(&columns[RESOURCE_ID_COLUMN], &resource_ids);
+        columns[SCOPE_ID_COLUMN] = remap(&columns[SCOPE_ID_COLUMN], &scope_ids);
+        if key_set_ids.contains(&None) {
+            columns[INLINE_KEYS_COLUMN] =
+                keys_of_unstored(&columns[KEY_SET_COLUMN], &key_set_ids, &batch.key_sets);
+        }
+        columns[KEY_SET_COLUMN] = remap(&columns[KEY_SET_COLUMN], &key_set_ids);
+        Ok(RecordBatch::try_new(batch.schema.clone(), columns)?)
+    }
+
+    fn commit(&mut self) {
+        for interner in [&mut self.resources, &mut self.scopes, &mut self.key_sets] {
+            interner.commit();
+        }
+    }
+
+    fn rollback(&mut self) {
+        for interner in [&mut self.resources, &mut self.scopes, &mut self.key_sets] {
+            interner.rollback();
+        }
+    }
+}
+
+/// Resources, scopes and key sets first seen in the open transaction.
+#[derive(Default)]
+struct NewEntries {
+    resources: NewRows,
+    scopes: NewRows,
+    key_sets: Vec<(u32, KeySet)>,
+}
+
+impl NewEntries {
+    fn append(self, transaction: &duckdb::Transaction<'_>) -> Result<(), StoreError> {
+        let (ids, key_sets): (Vec<u32>, Vec<&KeySet>) =
+            self.key_sets.iter().map(|(id, keys)| (*id, keys)).unzip();
+        let key_set_rows = (!ids.is_empty())
+            .then(|| key_set_rows(ids, &key_sets))
+            .transpose()?;
+        for (table, rows) in [
+            ("resources", self.resources.finish(ResourceOrScope::Resource)?),
+            ("scopes", self.scopes.finish(ResourceOrScope::Scope)?),
+            ("attribute_key_sets", key_set_rows),
+        ] {
+            if let Some(rows) = rows {
+                let mut appender = transaction.appender(table)?;
+                appender.append_record_batch(rows)?;
+                appender.flush()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Running writer threads; `stop` ends them after what was already queued is committed.
 pub(crate) struct WriterThread {
     commands: mpsc::Sender<Command>,
-    thread: JoinHandle<()>,
+    log_thread: JoinHandle<()>,
+    apply_thread: JoinHandle<()>,
 }
 
 impl WriterThread {
     pub(crate) fn stop(self) {
         let _ = self.commands.send(Command::Stop);
-        if self.thread.join().is_err() {
-            tracing::error!("the span writer panicked");
+        for (name, thread) in [("log", self.log_thread), ("apply", self.apply_thread)] {
+            if thread.join().is_err() {
+                tracing::error!(thread = name, "a span writer thread panicked");
+            }
         }
     }
 }
 
-/// Starts the writer thread on `conn`; what it commits is handed to `indexer` and counted in
-/// `progress`.
+/// Commits to `conn` whatever the ingest log in `log_dir` holds past the position `conn` has
+/// recorded, then starts the writer's threads; what they commit is handed to `indexer` and
+/// counted in `progress`.
 pub(crate) fn spawn(
     conn: Connection,
+    log_dir: &Path,
     config: WriterConfig,
     indexer: IndexerInbox,
     progress: Arc<Progress>,
 ) -> Result<(SpanWriter, WriterThread), StoreError> {
-    let (commands, queue) = mpsc::channel();
-    let writer = Writer {
+    let position = read_position(&conn)?;
+    let mut applier = Applier {
         next_rowid: progress.span_rows(),
         indexer,
         progress,
-        resources: Interner::load(&conn, "resources", "resource_id", usize::MAX)?,
-        scopes: Interner::load(&conn, "scopes", "scope_id", usize::MAX)?,
-        key_sets: Interner::load(
-            &conn,
-            "attribute_key_sets",
-            "key_set_id",
-            config.max_attribute_key_sets,
-        )?,
+        interners: Interners::load(&conn, config.max_attribute_key_sets)?,
         conn,
+        log_dir: log_dir.to_owned(),
+        position,
+        backlog: Arc::new(AtomicUsize::new(0)),
+        linger: config.linger,
+    };
+    let next_seq = applier.replay()?;
+    let log = LogWriter::create(log_dir, next_seq)?;
+    // Every record before `next_seq` is committed now.
+    ingest_log::discard_before(log_dir, next_seq)?;
+    let (to_apply, inbox) = mpsc::channel();
+    let (commands, queue) = mpsc::channel();
+    let logger = Logger {
+        log,
+        to_apply,
+        backlog: applier.backlog.clone(),
+        answer_ahead: ROW_GROUP_SPANS.min(config.max_queued_spans / 2),
         config: config.clone(),
     };
-    let thread = std::thread::Builder::new()
-        .name("span-writer".into())
-        .spawn(move || writer.run(queue))?;
+    let apply_thread = std::thread::Builder::new()
+        .name("span-apply".into())
+        .spawn(move || applier.run(inbox))?;
+    let log_thread = std::thread::Builder::new()
+        .name("span-log".into())
+        .spawn(move || logger.run(queue))?;
     let handle = SpanWriter {
         commands: commands.clone(),
         permits: Arc::new(Semaphore::new(config.max_queued_spans)),
         max_queued_spans: config.max_queued_spans,
     };
-    Ok((handle, WriterThread { commands, thread }))
+    Ok((
+        handle,
+        WriterThread {
+            commands,
+            log_thread,
+            apply_thread,
+        },
+    ))
 }
 
-struct Writer {
-    conn: Connection,
-    /// The rowid the next appended span gets: `span_data` is only ever appended to, by this
-    /// writer, so rowids run from 0 in commit order.
-    next_rowid: i64,
-    indexer: IndexerInbox,
-    progress: Arc<Progress>,
-    resources: Interner,
-    scopes: Interner,
-    key_sets: Interner,
+/// Spans in one DuckDB row group. A transaction that appends at least this many is written by
+/// DuckDB compressed, straight to the file, rather than through its WAL; the writer fills its
+/// transactions to exactly this size while spans wait, so that each makes whole row groups.
+const ROW_GROUP_SPANS: usize = 122_880;
+
+/// Spans the appender gathers before handing them to DuckDB's transaction, rather than holding
+/// a whole row group twice until the commit.
+const APPENDER_FLUSH_SPANS: usize = 16_384;
+
+/// When a logged batch is answered.
+enum Answer {
+    /// Already answered.
+    Answered,
+    /// Once its spans are appended to the open transaction: the writer is far behind the log,
+    /// and clients must slow to its pace.
+    AfterAppend(oneshot::Sender<Result<(), WriteError>>),
+    /// Once its spans are committed: the writer was idle, so a client that reads right after the
+    /// answer sees them; and imported spans, which are not in the log.
+    AfterCommit(oneshot::Sender<Result<(), WriteError>>),
+}
+
+/// A batch on its way into DuckDB.
+struct Pending {
+    batch: SpanBatch,
+    /// Its record in the ingest log; `None` for imported spans.
+    seq: Option<u64>,
+    /// Spans at its front already committed.
+    skip: usize,
+    answer: Answer,
+    /// Held until the batch is appended, so that the spans in memory stay bounded.
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+enum Apply {
+    Batch(Pending),
+    Stop,
+}
+
+/// The log thread: group-syncs requests to the ingest log and hands them to the applier.
+struct Logger {
+    log: LogWriter,
+    to_apply: mpsc::Sender<Apply>,
+    /// Spans handed to the applier and not yet appended by it.
+    backlog: Arc<AtomicUsize>,
+    /// Below this backlog a logged request is answered at once.
+    answer_ahead: usize,
     config: WriterConfig,
 }
 
-impl Writer {
+impl Logger {
     fn run(mut self, queue: mpsc::Receiver<Command>) {
         let mut running = true;
         while running {
@@ -260,17 +419,9 @@ impl Writer {
             };
             let group;
             (group, running) = self.gather(first, &queue);
-            let spans: usize = group.iter().map(|job| job.batch.len()).sum();
-            let started = Instant::now();
-            let result = self.commit(&group).map_err(|error| {
-                tracing::error!(%error, spans, "commit failed; the batch is refused for retry");
-                WriteError::CommitFailed(error.to_string())
-            });
-            tracing::trace!(spans, requests = group.len(), elapsed = ?started.elapsed(), "committed");
-            for job in group {
-                let _ = job.done.send(result.clone());
-            }
+            self.log_and_hand_over(group);
         }
+        let _ = self.to_apply.send(Apply::Stop);
     }
 
     /// Takes `first` and whatever else arrives within `linger`, up to `max_batch_spans`;
@@ -293,94 +444,298 @@ impl Writer {
         (group, true)
     }
 
-    fn commit(&mut self, group: &[WriteJob]) -> Result<(), StoreError> {
-        match self.append_all(group) {
-            Ok(appended) => {
-                for interner in [&mut self.resources, &mut self.scopes, &mut self.key_sets] {
-                    interner.commit();
-                }
-                for columns in appended {
-                    let first_rowid = self.next_rowid;
-                    self.next_rowid += columns.num_rows() as i64;
-                    // Imported spans keep the nested types they were read with; the indexer
-                    // reads those back from the table instead.
-                    if Arc::ptr_eq(&columns.schema(), &span_schema()) {
-                        self.indexer.committed(CommittedSpans { first_rowid, columns });
-                    }
-                }
-                self.progress.committed(self.next_rowid);
-                Ok(())
-            }
+    fn log_and_hand_over(&mut self, group: Vec<WriteJob>) {
+        let requests = group.iter().filter_map(|job| job.batch.request.as_deref());
+        let mut next_seq = match self.log.append(requests) {
+            Ok(first) => Some(first),
             Err(error) => {
-                for interner in [&mut self.resources, &mut self.scopes, &mut self.key_sets] {
-                    interner.rollback();
+                tracing::error!(%error, "writing the ingest log failed; its requests are refused for retry");
+                None
+            }
+        };
+        for WriteJob {
+            mut batch,
+            done,
+            _permit,
+        } in group
+        {
+            let logged = batch.request.take().is_some();
+            let (seq, answer) = match (logged, next_seq.as_mut()) {
+                (false, _) => (None, Answer::AfterCommit(done)),
+                (true, None) => {
+                    let _ = done.send(Err(WriteError::CommitFailed(
+                        "the ingest log could not be written".into(),
+                    )));
+                    continue;
                 }
-                Err(error)
+                (true, Some(seq)) => {
+                    *seq += 1;
+                    let backlog = self.backlog.load(Ordering::Relaxed);
+                    let answer = if backlog == 0 {
+                        Answer::AfterCommit(done)
+                    } else if backlog < self.answer_ahead {
+                        let _ = done.send(Ok(()));
+                        Answer::Answered
+                    } else {
+                        Answer::AfterAppend(done)
+                    };
+                    (Some(*seq - 1), answer)
+                }
+            };
+            self.backlog.fetch_add(batch.len(), Ordering::Relaxed);
+            let pending = Pending {
+                batch,
+                seq,
+                skip: 0,
+                answer,
+                _permit: Some(_permit),
+            };
+            if self.to_apply.send(Apply::Batch(pending)).is_err() {
+                tracing::error!("the span applier has stopped");
+            }
+        }
+    }
+}
+
+/// The apply thread: moves logged batches into DuckDB, a row group per transaction while they
+/// keep coming, and records in each transaction how far into the log it reaches.
+struct Applier {
+    conn: Connection,
+    /// The rowid the next appended span gets: `span_data` is only ever appended to, by this
+    /// writer, so rowids run from 0 in commit order.
+    next_rowid: i64,
+    indexer: IndexerInbox,
+    progress: Arc<Progress>,
+    interners: Interners,
+    log_dir: PathBuf,
+    /// How far the log is committed.
+    position: LogPosition,
+    backlog: Arc<AtomicUsize>,
+    /// How long an open transaction waits for the next batch before it commits.
+    linger: Duration,
+}
+
+/// A transaction's outcome: a batch's remainder that did not fit, and whether to stop.
+struct Filled {
+    rest: Option<Pending>,
+    stop: bool,
+}
+
+impl Applier {
+    fn run(mut self, inbox: mpsc::Receiver<Apply>) {
+        let mut next = None;
+        let mut stopping = false;
+        loop {
+            let first = match next.take() {
+                Some(pending) => pending,
+                None if stopping => break,
+                None => match inbox.recv() {
+                    Ok(Apply::Batch(pending)) => pending,
+                    Ok(Apply::Stop) | Err(_) => break,
+                },
+            };
+            match self.transaction(first, &inbox) {
+                Ok(filled) => {
+                    next = filled.rest;
+                    stopping |= filled.stop;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "committing spans failed; replaying them from the ingest log");
+                    self.recover();
+                }
             }
         }
     }
 
-    /// Appends and commits every batch of the group; returns the columns appended, in order.
-    fn append_all(&mut self, group: &[WriteJob]) -> Result<Vec<RecordBatch>, StoreError> {
-        let mut appended = Vec::with_capacity(group.len());
-        let transaction = self.conn.transaction()?;
-        {
-            let mut resource_rows = NewRows::default();
-            let mut scope_rows = NewRows::default();
-            let (mut key_set_ids, mut new_key_sets): (Vec<u32>, Vec<&KeySet>) = Default::default();
-            let mut spans = transaction.appender("span_data")?;
-            for job in group {
-                let batch = &job.batch;
-                let resource_ids = self.resources.ids_for(
-                    &batch.resources,
-                    |e| &e.fingerprint,
-                    |id, e| resource_rows.push_resource(id, e),
-                );
-                let scope_ids = self.scopes.ids_for(
-                    &batch.scopes,
-                    |e| &e.fingerprint,
-                    |id, e| scope_rows.push_scope(id, e),
-                );
-                let key_set_ids_here = self.key_sets.ids_for(
-                    &batch.key_sets,
-                    |e| &e.fingerprint,
-                    |id, e| {
-                        key_set_ids.push(id);
-                        new_key_sets.push(e);
-                    },
-                );
-                let mut columns = batch.columns.clone();
-                columns[RESOURCE_ID_COLUMN] = remap(&columns[RESOURCE_ID_COLUMN], &resource_ids);
-                columns[SCOPE_ID_COLUMN] = remap(&columns[SCOPE_ID_COLUMN], &scope_ids);
-                if key_set_ids_here.contains(&None) {
-                    columns[INLINE_KEYS_COLUMN] =
-                        keys_of_unstored(&columns[KEY_SET_COLUMN], &key_set_ids_here, &batch.key_sets);
-                }
-                columns[KEY_SET_COLUMN] = remap(&columns[KEY_SET_COLUMN], &key_set_ids_here);
-                let columns = RecordBatch::try_new(batch.schema.clone(), columns)?;
-                spans.append_record_batch(columns.clone())?;
-                appended.push(columns);
-            }
-            // Appenders only report flush errors from an explicit flush, never from drop.
-            spans.flush()?;
-            let key_set_rows = (!key_set_ids.is_empty())
-                .then(|| key_set_rows(key_set_ids, &new_key_sets))
-                .transpose()?;
-            for (table, rows) in [
-                ("resources", resource_rows.finish(ResourceOrScope::Resource)?),
-                ("scopes", scope_rows.finish(ResourceOrScope::Scope)?),
-                ("attribute_key_sets", key_set_rows),
-            ] {
-                if let Some(rows) = rows {
-                    let mut appender = transaction.appender(table)?;
-                    appender.append_record_batch(rows)?;
-                    appender.flush()?;
-                }
+    /// After a failed transaction: commits everything in the log past the last committed
+    /// position, retrying until that succeeds. Batches still on their way are skipped as
+    /// they arrive, by their place in the log.
+    fn recover(&mut self) {
+        while let Err(error) = self.replay() {
+            tracing::error!(%error, "replaying the ingest log failed; retrying in a second");
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    /// Commits every span the log holds past `position`; returns the sequence number that
+    /// follows the log's last intact record.
+    fn replay(&mut self) -> Result<u64, StoreError> {
+        let ingest_log::Tail { records, next_seq } = ingest_log::read_from(&self.log_dir, self.position.seq)?;
+        if !records.is_empty() {
+            tracing::info!(requests = records.len(), "replaying the ingest log");
+        }
+        let (feed, inbox) = mpsc::channel();
+        for (seq, request) in records {
+            let (batch, _) = SpanBatch::from_protobuf(&request).map_err(|error| {
+                StoreError::Config(format!("ingest log record {seq} is not an OTLP request: {error}"))
+            })?;
+            let _ = feed.send(Apply::Batch(Pending {
+                batch,
+                seq: Some(seq),
+                skip: 0,
+                answer: Answer::Answered,
+                _permit: None,
+            }));
+        }
+        drop(feed);
+        while let Ok(Apply::Batch(first)) = inbox.recv() {
+            let mut next = Some(first);
+            while let Some(pending) = next {
+                next = self.transaction(pending, &inbox)?.rest;
             }
         }
-        transaction.commit()?;
-        Ok(appended)
+        Ok(next_seq.max(self.position.seq))
     }
+
+    /// Appends `first` and, while more batches wait, whatever follows, up to a row group;
+    /// commits, then answers and hands the spans to the indexer.
+    fn transaction(&mut self, first: Pending, inbox: &mpsc::Receiver<Apply>) -> Result<Filled, StoreError> {
+        let mut filled = Filled {
+            rest: None,
+            stop: false,
+        };
+        let mut after_commit = Vec::new();
+        let mut appended = Vec::new();
+        let mut position = self.position;
+        let mut rows = 0;
+        let mut unflushed = 0;
+        let linger = self.linger;
+        let result = (|| {
+            let transaction = self.conn.transaction()?;
+            let mut new = NewEntries::default();
+            {
+                let mut spans = transaction.appender("span_data")?;
+                let mut next = Some(first);
+                while let Some(pending) = next.take() {
+                    if let Some(mut pending) = unapplied(self.position, &self.backlog, pending) {
+                        let columns = self.interners.columns_for(&pending.batch, &mut new)?;
+                        let take = (pending.batch.len() - pending.skip).min(ROW_GROUP_SPANS - rows);
+                        let columns = columns.slice(pending.skip, take);
+                        // Imported spans keep the nested types they were read with; the
+                        // indexer reads those back from the table instead.
+                        let for_indexer = Arc::ptr_eq(&columns.schema(), &span_schema())
+                            .then(|| self.indexer.columns_read(&columns));
+                        appended.push((take, for_indexer));
+                        spans.append_record_batch(columns)?;
+                        rows += take;
+                        unflushed += take;
+                        if unflushed >= APPENDER_FLUSH_SPANS {
+                            spans.flush()?;
+                            unflushed = 0;
+                        }
+                        pending.skip += take;
+                        if let Some(seq) = pending.seq {
+                            position = if pending.skip == pending.batch.len() {
+                                LogPosition {
+                                    seq: seq + 1,
+                                    spans: 0,
+                                }
+                            } else {
+                                LogPosition {
+                                    seq,
+                                    spans: pending.skip,
+                                }
+                            };
+                        }
+                        if pending.skip < pending.batch.len() {
+                            filled.rest = Some(pending);
+                            break;
+                        }
+                        self.backlog.fetch_sub(pending.batch.len(), Ordering::Relaxed);
+                        match pending.answer {
+                            Answer::Answered => {}
+                            Answer::AfterAppend(done) => {
+                                let _ = done.send(Ok(()));
+                            }
+                            Answer::AfterCommit(done) => after_commit.push((pending.seq.is_some(), done)),
+                        }
+                    }
+                    if rows == ROW_GROUP_SPANS {
+                        break;
+                    }
+                    match inbox.recv_timeout(linger) {
+                        Ok(Apply::Batch(pending)) => next = Some(pending),
+                        Ok(Apply::Stop) | Err(RecvTimeoutError::Disconnected) => filled.stop = true,
+                        Err(RecvTimeoutError::Timeout) => {}
+                    }
+                }
+                // Appenders only report flush errors from an explicit flush, never from drop.
+                spans.flush()?;
+            }
+            new.append(&transaction)?;
+            if position != self.position {
+                transaction.execute(
+                    "UPDATE ingest_log_position SET seq = ?, spans = ?",
+                    [position.seq, position.spans as u64],
+                )?;
+            }
+            transaction.commit()?;
+            Ok::<_, StoreError>(())
+        })();
+        if let Err(error) = result {
+            self.interners.rollback();
+            for (logged, done) in after_commit {
+                // Spans in the log are durable and replayed; imported ones must be sent again.
+                let _ = done.send(match logged {
+                    true => Ok(()),
+                    false => Err(WriteError::CommitFailed(error.to_string())),
+                });
+            }
+            return Err(error);
+        }
+        self.interners.commit();
+        for (rows, for_indexer) in appended {
+            let first_rowid = self.next_rowid;
+            self.next_rowid += rows as i64;
+            if let Some(columns) = for_indexer {
+                self.indexer.committed(CommittedSpans { first_rowid, columns });
+            }
+        }
+        self.progress.committed(self.next_rowid);
+        for (_, done) in after_commit {
+            let _ = done.send(Ok(()));
+        }
+        if position.seq != self.position.seq {
+            if let Err(error) = ingest_log::discard_before(&self.log_dir, position.seq) {
+                tracing::warn!(%error, "removing applied ingest log segments failed");
+            }
+        }
+        self.position = position;
+        tracing::trace!(rows, "committed");
+        Ok(filled)
+    }
+}
+
+/// The part of `pending` not yet committed, if any; a batch wholly committed (it was replayed
+/// from the log after a failure) is answered and dropped.
+fn unapplied(position: LogPosition, backlog: &AtomicUsize, mut pending: Pending) -> Option<Pending> {
+    if let Some(seq) = pending.seq {
+        if seq == position.seq {
+            pending.skip = pending.skip.max(position.spans);
+        }
+        if seq < position.seq || pending.skip >= pending.batch.len() {
+            backlog.fetch_sub(pending.batch.len(), Ordering::Relaxed);
+            if let Answer::AfterAppend(done) | Answer::AfterCommit(done) = pending.answer {
+                let _ = done.send(Ok(()));
+            }
+            return None;
+        }
+    }
+    Some(pending)
+}
+
+/// How far the ingest log is committed, as the last transaction recorded it.
+fn read_position(conn: &Connection) -> Result<LogPosition, StoreError> {
+    conn.execute_batch(
+        "INSERT INTO ingest_log_position SELECT 0, 0 WHERE NOT EXISTS (FROM ingest_log_position)",
+    )?;
+    let (seq, spans) = conn.query_row("SELECT seq, spans FROM ingest_log_position", [], |row| {
+        Ok((row.get::<_, u64>(0)?, row.get::<_, u64>(1)?))
+    })?;
+    Ok(LogPosition {
+        seq,
+        spans: spans as usize,
+    })
 }
 
 fn local_indexes(local: &ArrayRef) -> &UInt32Array {
@@ -504,15 +859,19 @@ mod tests {
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
     fn batch(spans: usize) -> SpanBatch {
+        SpanBatch::from_request(&request(1..=spans as u64)).0
+    }
+
+    fn request(span_ids: std::ops::RangeInclusive<u64>) -> ExportTraceServiceRequest {
         let trace_id: TraceId = "0af7651916cd43dd8448eb211c80319c".parse().unwrap();
-        let spans = (1..=spans as u64)
+        let spans = span_ids
             .map(|i| Span {
                 trace_id: trace_id.to_bytes().to_vec(),
                 span_id: i.to_be_bytes().to_vec(),
                 ..Default::default()
             })
             .collect();
-        let request = ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
                 scope_spans: vec![ScopeSpans {
                     spans,
@@ -520,8 +879,49 @@ mod tests {
                 }],
                 ..Default::default()
             }],
-        };
-        SpanBatch::from_request(&request).0
+        }
+    }
+
+    #[test]
+    fn requests_logged_but_not_committed_are_committed_on_open_once() {
+        use prost::Message;
+        let dir = std::env::temp_dir().join(format!("ducktrace-replay-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = crate::StoreConfig::new(dir.clone());
+        crate::Store::open(&config).unwrap().close();
+
+        // What a crash leaves: three requests synced to the log, of which DuckDB has the first
+        // and two spans of the second.
+        let log_dir = dir.join(crate::INGEST_LOG_DIR);
+        let first = ingest_log::read_from(&log_dir, 0).unwrap().next_seq;
+        let requests = [request(1..=3), request(4..=6), request(7..=9)].map(|r| r.encode_to_vec());
+        LogWriter::create(&log_dir, first)
+            .unwrap()
+            .append(requests.iter().map(Vec::as_slice))
+            .unwrap();
+        let database = dir.join(crate::DATABASE_FILE);
+        Connection::open(&database)
+            .unwrap()
+            .execute("UPDATE ingest_log_position SET seq = ?, spans = 2", [first + 1])
+            .unwrap();
+
+        for _ in 0..2 {
+            crate::Store::open(&config).unwrap().close();
+            let stored: Vec<u64> = Connection::open(&database)
+                .unwrap()
+                .prepare("SELECT span_id FROM span_data ORDER BY span_id")
+                .unwrap()
+                .query_map([], |row| row.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(
+                stored,
+                vec![6, 7, 8, 9],
+                "the spans past the committed position, once"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A writer whose thread never runs: queued spans stay queued.
