@@ -60,7 +60,9 @@ pub async fn run(args: FillArgs) -> Result<()> {
     let load = load_average();
     let result = load::run(&config, pool).await?;
     let tally = &result.tally;
-    let stored = server.stored_spans().await?;
+    let stored = server
+        .stored_spans_reaching(before + tally.spans, Duration::from_secs(30))
+        .await?;
     let started_here = args.server.ducktrace.is_some();
     if started_here {
         eprintln!("stopping the server (it checkpoints)…");

@@ -104,6 +104,19 @@ impl Server {
             .context("count(*) returned no number")
     }
 
+    /// Spans stored once at least `expected` are, or after `within`: acknowledged spans become
+    /// queryable only when the writer commits them, up to a row group (122,880 spans) later.
+    pub async fn stored_spans_reaching(&self, expected: u64, within: Duration) -> Result<u64> {
+        let deadline = Instant::now() + within;
+        loop {
+            let stored = self.stored_spans().await?;
+            if stored >= expected || Instant::now() > deadline {
+                return Ok(stored);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Stops a server this tool started (SIGTERM: commit, checkpoint, exit) and returns the
     /// size of its data files then; for a running server, their size now.
     pub fn stop(mut self) -> Result<Option<DiskUsage>> {
