@@ -1,5 +1,5 @@
-//! The DuckDB span store: one database file holding every span received, written by a single
-//! group-commit writer and read through pooled read-only connections.
+//! The DuckDB span store: one database file holding every span received, made durable first in
+//! an ingest log, written by a single writer and read through pooled read-only connections.
 
 mod attribute_index;
 mod attribute_text;
@@ -131,8 +131,8 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database in `config.data_dir`; replays its WAL if the
-    /// last run crashed, so every acknowledged span is there.
+    /// Opens (creating if needed) the database in `config.data_dir`; commits what the ingest log
+    /// holds past the database's last transaction, so every acknowledged span is there.
     pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
         std::fs::create_dir_all(&config.data_dir)?;
         let path = config.data_dir.join(DATABASE_FILE);
