@@ -14,7 +14,7 @@
 //! its segment: it was never synced, so never answered.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 /// Segments are started anew past this size, so that applied ones can be removed whole.
@@ -38,30 +38,43 @@ pub(crate) struct LogWriter {
     dir: PathBuf,
     segment: File,
     segment_bytes: u64,
+    /// A write or sync failed: what follows in this segment may be cut short, so the next
+    /// group starts a new one.
+    broken: bool,
     next_seq: u64,
     /// Reused for each group, so appending allocates only while requests grow.
     buffer: Vec<u8>,
 }
 
 impl LogWriter {
-    /// Starts a segment at `next_seq`, which must be past every record already in `dir`.
+    /// Starts a segment at `next_seq`, which must be past every intact record in `dir`; a
+    /// segment named at or past it holds none and is removed.
     pub(crate) fn create(dir: &Path, next_seq: u64) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
+        for (first, path) in segments(dir)? {
+            if first >= next_seq {
+                fs::remove_file(path)?;
+            }
+        }
         let segment = new_segment(dir, next_seq)?;
         Ok(Self {
             dir: dir.to_owned(),
             segment,
             segment_bytes: 0,
+            broken: false,
             next_seq,
             buffer: Vec::new(),
         })
     }
 
     /// Appends one record per payload and syncs them; returns the first one's sequence number.
+    /// Numbers are never handed out twice, even to records whose write failed: a reader may
+    /// already have seen them.
     pub(crate) fn append<'p>(&mut self, payloads: impl IntoIterator<Item = &'p [u8]>) -> io::Result<u64> {
-        if self.segment_bytes >= SEGMENT_BYTES {
+        if self.broken || self.segment_bytes >= SEGMENT_BYTES {
             self.segment = new_segment(&self.dir, self.next_seq)?;
             self.segment_bytes = 0;
+            self.broken = false;
         }
         let first = self.next_seq;
         self.buffer.clear();
@@ -85,20 +98,10 @@ impl LogWriter {
             .write_all(&self.buffer)
             .and_then(|()| self.segment.sync_data());
         if let Err(error) = written {
-            // None of these records was synced, so none is answered: cut them off and hand
-            // their numbers out again. If even that fails, go on in a new segment with new
-            // numbers, so that no number is ever on two different records.
-            let end = self.segment_bytes;
-            let cut = self
-                .segment
-                .set_len(end)
-                .and_then(|()| self.segment.seek(SeekFrom::Start(end)));
-            if cut.is_ok() {
-                self.next_seq = first;
-            } else {
-                self.segment = new_segment(&self.dir, self.next_seq)?;
-                self.segment_bytes = 0;
-            }
+            // None of these requests is answered; if some reached the disk whole anyway, a
+            // replay stores them and the client's retry stores them again (OTLP delivers at
+            // least once).
+            self.broken = true;
             return Err(error);
         }
         self.segment_bytes += self.buffer.len() as u64;
@@ -110,8 +113,8 @@ fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}.log"))
 }
 
-/// Creates (or empties: no record in it was ever synced) the segment starting at `first_seq`,
-/// and syncs the directory so that the file itself survives a crash.
+/// Creates the segment starting at `first_seq`, and syncs the directory so that the file itself
+/// survives a crash.
 fn new_segment(dir: &Path, first_seq: u64) -> io::Result<File> {
     let file = OpenOptions::new()
         .create(true)

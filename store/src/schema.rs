@@ -39,9 +39,6 @@ CREATE TABLE IF NOT EXISTS scopes (
     fingerprint BLOB NOT NULL
 );
 
--- Each distinct list of span attribute keys, in the order the span sent them; a span stores
--- its key set's id and its values in the same order (or, once the writer's limit of key sets is
--- reached, a new list of keys in its own attribute_keys, with a NULL key set).
 -- How far the ingest log is committed: every record before seq, and the first spans of record
 -- seq. One row, written by the writer in each of its transactions.
 CREATE TABLE IF NOT EXISTS ingest_log_position (
@@ -49,6 +46,9 @@ CREATE TABLE IF NOT EXISTS ingest_log_position (
     spans UBIGINT NOT NULL
 );
 
+-- Each distinct list of span attribute keys, in the order the span sent them; a span stores
+-- its key set's id and its values in the same order (or, once the writer's limit of key sets is
+-- reached, a new list of keys in its own attribute_keys, with a NULL key set).
 CREATE TABLE IF NOT EXISTS attribute_key_sets (
     key_set_id UINTEGER NOT NULL,
     keys VARCHAR[] NOT NULL,

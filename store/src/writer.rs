@@ -49,9 +49,10 @@ pub struct WriterConfig {
     /// Spans accepted but not yet appended to DuckDB, across all requests; beyond it requests
     /// are refused.
     pub max_queued_spans: usize,
-    /// Spans per transaction at most.
+    /// Spans per group of requests synced to the ingest log at once, at most.
     pub max_batch_spans: usize,
-    /// How long the writer waits for more requests before committing a small group.
+    /// How long the writer waits for more requests before syncing a small group, and for more
+    /// batches before committing a transaction short of a row group.
     pub linger: Duration,
     /// Distinct lists of span attribute keys stored once each; spans with a new list past it
     /// keep their keys inline. Bounds the writer's memory and the SQL of attribute searches
@@ -73,7 +74,7 @@ impl Default for WriterConfig {
 /// Why a batch was not stored. Every variant is worth a retry by the client.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {
-    #[error("the span queue is full ({queued} spans waiting for commit); retry later")]
+    #[error("the span queue is full ({queued} spans waiting to be written); retry later")]
     Overloaded { queued: usize },
     #[error("the store is shutting down")]
     Closed,
@@ -323,7 +324,6 @@ pub(crate) fn spawn(
         conn,
         log_dir: log_dir.to_owned(),
         position,
-        backlog: Arc::new(AtomicUsize::new(0)),
         linger: config.linger,
     };
     let next_seq = applier.replay()?;
@@ -335,7 +335,7 @@ pub(crate) fn spawn(
     let logger = Logger {
         log,
         to_apply,
-        backlog: applier.backlog.clone(),
+        backlog: Arc::new(AtomicUsize::new(0)),
         answer_ahead: (ROW_GROUP_SPANS / 2).min(config.max_queued_spans / 2),
         config: config.clone(),
     };
@@ -389,19 +389,39 @@ struct Pending {
     /// Spans at its front already committed.
     skip: usize,
     answer: Answer,
-    /// Held until the batch is appended, so that the spans in memory stay bounded.
-    _permit: Option<OwnedSemaphorePermit>,
+    /// `None` for a batch replayed from the log.
+    _queued: Option<Queued>,
 }
 
-enum Apply {
-    Batch(Pending),
-    Stop,
+/// A request's share of the writer's bounds, given back when its batch is appended or dropped:
+/// its permit, so that the spans in memory stay bounded, and its spans in the backlog.
+struct Queued {
+    _permit: OwnedSemaphorePermit,
+    backlog: Arc<AtomicUsize>,
+    spans: usize,
+}
+
+impl Queued {
+    fn new(permit: OwnedSemaphorePermit, backlog: &Arc<AtomicUsize>, spans: usize) -> Self {
+        backlog.fetch_add(spans, Ordering::Relaxed);
+        Self {
+            _permit: permit,
+            backlog: backlog.clone(),
+            spans,
+        }
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.backlog.fetch_sub(self.spans, Ordering::Relaxed);
+    }
 }
 
 /// The log thread: group-syncs requests to the ingest log and hands them to the applier.
 struct Logger {
     log: LogWriter,
-    to_apply: mpsc::Sender<Apply>,
+    to_apply: mpsc::Sender<Pending>,
     /// Spans handed to the applier and not yet appended by it.
     backlog: Arc<AtomicUsize>,
     /// Below this backlog a logged request is answered at once. Half a row group keeps the
@@ -422,7 +442,7 @@ impl Logger {
             (group, running) = self.gather(first, &queue);
             self.log_and_hand_over(group);
         }
-        let _ = self.to_apply.send(Apply::Stop);
+        // Dropping `to_apply` tells the applier to commit what it has and stop.
     }
 
     /// Takes `first` and whatever else arrives within `linger`, up to `max_batch_spans`;
@@ -483,15 +503,14 @@ impl Logger {
                     (Some(*seq - 1), answer)
                 }
             };
-            self.backlog.fetch_add(batch.len(), Ordering::Relaxed);
             let pending = Pending {
+                _queued: Some(Queued::new(_permit, &self.backlog, batch.len())),
                 batch,
                 seq,
                 skip: 0,
                 answer,
-                _permit: Some(_permit),
             };
-            if self.to_apply.send(Apply::Batch(pending)).is_err() {
+            if self.to_apply.send(pending).is_err() {
                 tracing::error!("the span applier has stopped");
             }
         }
@@ -511,7 +530,6 @@ struct Applier {
     log_dir: PathBuf,
     /// How far the log is committed.
     position: LogPosition,
-    backlog: Arc<AtomicUsize>,
     /// How long an open transaction waits for the next batch before it commits.
     linger: Duration,
 }
@@ -523,7 +541,7 @@ struct Filled {
 }
 
 impl Applier {
-    fn run(mut self, inbox: mpsc::Receiver<Apply>) {
+    fn run(mut self, inbox: mpsc::Receiver<Pending>) {
         let mut next = None;
         let mut stopping = false;
         loop {
@@ -531,8 +549,8 @@ impl Applier {
                 Some(pending) => pending,
                 None if stopping => break,
                 None => match inbox.recv() {
-                    Ok(Apply::Batch(pending)) => pending,
-                    Ok(Apply::Stop) | Err(_) => break,
+                    Ok(pending) => pending,
+                    Err(_) => break,
                 },
             };
             match self.transaction(first, &inbox) {
@@ -570,16 +588,16 @@ impl Applier {
             let (batch, _) = SpanBatch::from_protobuf(&request).map_err(|error| {
                 StoreError::Config(format!("ingest log record {seq} is not an OTLP request: {error}"))
             })?;
-            let _ = feed.send(Apply::Batch(Pending {
+            let _ = feed.send(Pending {
                 batch,
                 seq: Some(seq),
                 skip: 0,
                 answer: Answer::Answered,
-                _permit: None,
-            }));
+                _queued: None,
+            });
         }
         drop(feed);
-        while let Ok(Apply::Batch(first)) = inbox.recv() {
+        while let Ok(first) = inbox.recv() {
             let mut next = Some(first);
             while let Some(pending) = next {
                 next = self.transaction(pending, &inbox)?.rest;
@@ -590,7 +608,7 @@ impl Applier {
 
     /// Appends `first` and, while more batches wait, whatever follows, up to a row group;
     /// commits, then answers and hands the spans to the indexer.
-    fn transaction(&mut self, first: Pending, inbox: &mpsc::Receiver<Apply>) -> Result<Filled, StoreError> {
+    fn transaction(&mut self, first: Pending, inbox: &mpsc::Receiver<Pending>) -> Result<Filled, StoreError> {
         let mut filled = Filled {
             rest: None,
             stop: false,
@@ -608,7 +626,7 @@ impl Applier {
                 let mut spans = transaction.appender("span_data")?;
                 let mut next = Some(first);
                 while let Some(pending) = next.take() {
-                    if let Some(mut pending) = unapplied(self.position, &self.backlog, pending) {
+                    if let Some(mut pending) = unapplied(self.position, pending) {
                         let columns = self.interners.columns_for(&pending.batch, &mut new)?;
                         let take = (pending.batch.len() - pending.skip).min(ROW_GROUP_SPANS - rows);
                         let columns = columns.slice(pending.skip, take);
@@ -642,7 +660,6 @@ impl Applier {
                             filled.rest = Some(pending);
                             break;
                         }
-                        self.backlog.fetch_sub(pending.batch.len(), Ordering::Relaxed);
                         match pending.answer {
                             Answer::Answered => {}
                             Answer::AfterAppend(done) => {
@@ -655,8 +672,8 @@ impl Applier {
                         break;
                     }
                     match inbox.recv_timeout(linger) {
-                        Ok(Apply::Batch(pending)) => next = Some(pending),
-                        Ok(Apply::Stop) | Err(RecvTimeoutError::Disconnected) => filled.stop = true,
+                        Ok(pending) => next = Some(pending),
+                        Err(RecvTimeoutError::Disconnected) => filled.stop = true,
                         Err(RecvTimeoutError::Timeout) => {}
                     }
                 }
@@ -709,13 +726,12 @@ impl Applier {
 
 /// The part of `pending` not yet committed, if any; a batch wholly committed (it was replayed
 /// from the log after a failure) is answered and dropped.
-fn unapplied(position: LogPosition, backlog: &AtomicUsize, mut pending: Pending) -> Option<Pending> {
+fn unapplied(position: LogPosition, mut pending: Pending) -> Option<Pending> {
     if let Some(seq) = pending.seq {
         if seq == position.seq {
             pending.skip = pending.skip.max(position.spans);
         }
         if seq < position.seq || pending.skip >= pending.batch.len() {
-            backlog.fetch_sub(pending.batch.len(), Ordering::Relaxed);
             if let Answer::AfterAppend(done) | Answer::AfterCommit(done) = pending.answer {
                 let _ = done.send(Ok(()));
             }
