@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -290,12 +290,14 @@ impl NewEntries {
 /// Running writer threads; `stop` ends them after what was already queued is committed.
 pub(crate) struct WriterThread {
     commands: mpsc::Sender<Command>,
+    stopping: Arc<AtomicBool>,
     log_thread: JoinHandle<()>,
     apply_thread: JoinHandle<()>,
 }
 
 impl WriterThread {
     pub(crate) fn stop(self) {
+        self.stopping.store(true, Ordering::Relaxed);
         let _ = self.commands.send(Command::Stop);
         for (name, thread) in [("log", self.log_thread), ("apply", self.apply_thread)] {
             if thread.join().is_err() {
@@ -324,6 +326,7 @@ pub(crate) fn spawn(
         conn,
         log_dir: log_dir.to_owned(),
         position,
+        stopping: Arc::new(AtomicBool::new(false)),
         linger: config.linger,
     };
     let next_seq = applier.replay()?;
@@ -339,6 +342,7 @@ pub(crate) fn spawn(
         answer_ahead: (ROW_GROUP_SPANS / 2).min(config.max_queued_spans / 2),
         config: config.clone(),
     };
+    let stopping = applier.stopping.clone();
     let apply_thread = std::thread::Builder::new()
         .name("span-apply".into())
         .spawn(move || applier.run(inbox))?;
@@ -354,6 +358,7 @@ pub(crate) fn spawn(
         handle,
         WriterThread {
             commands,
+            stopping,
             log_thread,
             apply_thread,
         },
@@ -530,6 +535,8 @@ struct Applier {
     log_dir: PathBuf,
     /// How far the log is committed.
     position: LogPosition,
+    /// Set when the store closes: a failing replay then gives up instead of retrying.
+    stopping: Arc<AtomicBool>,
     /// How long an open transaction waits for the next batch before it commits.
     linger: Duration,
 }
@@ -560,20 +567,27 @@ impl Applier {
                 }
                 Err(error) => {
                     tracing::error!(%error, "committing spans failed; replaying them from the ingest log");
-                    self.recover();
+                    if !self.recover() {
+                        break;
+                    }
                 }
             }
         }
     }
 
     /// After a failed transaction: commits everything in the log past the last committed
-    /// position, retrying until that succeeds. Batches still on their way are skipped as
-    /// they arrive, by their place in the log.
-    fn recover(&mut self) {
+    /// position, retrying until that succeeds or the store is closing; says whether it did.
+    /// Batches still on their way are skipped as they arrive, by their place in the log.
+    fn recover(&mut self) -> bool {
         while let Err(error) = self.replay() {
+            if self.stopping.load(Ordering::Relaxed) {
+                tracing::error!(%error, "replaying the ingest log failed while closing; the next start replays it");
+                return false;
+            }
             tracing::error!(%error, "replaying the ingest log failed; retrying in a second");
             std::thread::sleep(Duration::from_secs(1));
         }
+        true
     }
 
     /// Commits every span the log holds past `position`; returns the sequence number that
