@@ -267,19 +267,16 @@ mod tests {
         LogWriter::create(&dir, 2).unwrap().append([&b"c"[..]]).unwrap();
         LogWriter::create(&dir, 3).unwrap();
         discard_before(&dir, 2).unwrap();
-        let left: Vec<u64> = segments(&dir)
-            .unwrap()
-            .into_iter()
-            .map(|(first, _)| first)
-            .collect();
-        assert_eq!(left, vec![2, 3]);
+        let firsts = || -> Vec<u64> {
+            segments(&dir)
+                .unwrap()
+                .into_iter()
+                .map(|(first, _)| first)
+                .collect()
+        };
+        assert_eq!(firsts(), vec![2, 3]);
         discard_before(&dir, 100).unwrap();
-        let left: Vec<u64> = segments(&dir)
-            .unwrap()
-            .into_iter()
-            .map(|(first, _)| first)
-            .collect();
-        assert_eq!(left, vec![3], "the newest segment is the one being written");
+        assert_eq!(firsts(), vec![3], "the newest segment is the one being written");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

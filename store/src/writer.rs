@@ -494,8 +494,9 @@ impl Logger {
                     )));
                     continue;
                 }
-                (true, Some(seq)) => {
-                    *seq += 1;
+                (true, Some(next)) => {
+                    let seq = *next;
+                    *next += 1;
                     let backlog = self.backlog.load(Ordering::Relaxed);
                     let answer = if backlog == 0 {
                         Answer::AfterCommit(done)
@@ -505,7 +506,7 @@ impl Logger {
                     } else {
                         Answer::AfterAppend(done)
                     };
-                    (Some(*seq - 1), answer)
+                    (Some(seq), answer)
                 }
             };
             let pending = Pending {
