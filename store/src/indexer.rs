@@ -11,6 +11,7 @@
 //! hold (after a restart, or when it fell behind) are read from the table: both give the same
 //! Arrow columns to the same code.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -23,6 +24,7 @@ use duckdb::arrow::array::RecordBatch;
 use duckdb::Connection;
 
 use crate::batch::span_schema;
+use crate::edges::RecentCalls;
 use crate::StoreError;
 
 /// How often new spans are indexed.
@@ -244,10 +246,12 @@ impl RecentSpans {
     }
 }
 
-/// What a pass reads new spans through: the indexer's connection, and the spans it holds.
+/// What a pass reads new spans through: the indexer's connection and the spans it holds; and
+/// the window of recent spans the service-call pass keeps between rounds.
 pub(crate) struct NewSpans<'a> {
     pub conn: &'a Connection,
     recent: &'a RecentSpans,
+    pub recent_calls: &'a RefCell<RecentCalls>,
 }
 
 impl NewSpans<'_> {
@@ -350,6 +354,7 @@ fn run(conn: &Connection, inbound: Inbound, progress: &Progress) {
         passes,
     } = inbound;
     let mut recent = RecentSpans::default();
+    let recent_calls = RefCell::new(RecentCalls::default());
     // Takes the spans committed since, indexes them, and says whether `Stop` came among them.
     let round = |recent: &mut RecentSpans| {
         let mut stop = false;
@@ -360,7 +365,11 @@ fn run(conn: &Connection, inbound: Inbound, progress: &Progress) {
                 Err(_) => break,
             }
         }
-        let new_spans = NewSpans { conn, recent };
+        let new_spans = NewSpans {
+            conn,
+            recent,
+            recent_calls: &recent_calls,
+        };
         let mut indexed_through = i64::MAX;
         for pass in passes {
             match run_pass(&new_spans, pass, progress) {
@@ -370,6 +379,8 @@ fn run(conn: &Connection, inbound: Inbound, progress: &Progress) {
                 Ok(_) => {}
                 Err(error) => {
                     indexed_through = i64::MIN;
+                    // Its calls may not be stored; the window is rebuilt from what is.
+                    recent_calls.borrow_mut().forget();
                     tracing::warn!(%error, pass = pass.name, "indexing new spans failed; retrying next pass");
                 }
             }

@@ -274,7 +274,7 @@ impl Summaries {
 
 /// The trace id of a row as 16 bytes, from the writer's column or from one read back from the
 /// table (see `NewSpans::columns`).
-fn trace_id_at(trace_ids: &ArrayRef, row: usize) -> [u8; 16] {
+pub(crate) fn trace_id_at(trace_ids: &ArrayRef, row: usize) -> [u8; 16] {
     let bytes = match trace_ids.as_any().downcast_ref::<FixedSizeBinaryArray>() {
         Some(fixed) => fixed.value(row),
         None => column::<BinaryArray>(trace_ids.as_ref()).value(row),
