@@ -20,7 +20,7 @@ use duckdb::arrow::array::{
 use duckdb::arrow::buffer::Buffer;
 use duckdb::arrow::datatypes::{Field, Schema};
 // Randomly seeded like std's SipHash, so ids a client picks cannot collide on purpose, but
-// several times faster on these keys; the window hashes each span three times.
+// several times faster on these keys; the window hashes each span up to five times.
 use foldhash::{HashMap, HashMapExt};
 
 use crate::batch::trace_id_field;
@@ -107,8 +107,8 @@ pub(crate) struct RecentCalls {
 }
 
 impl RecentCalls {
-    /// Drops the window, after a pass whose calls may not have been stored; the next pass
-    /// rebuilds it from the table.
+    /// Drops the window; the next pass rebuilds it from the table. Called after a pass whose
+    /// calls may not have been stored.
     pub(crate) fn forget(&mut self) {
         *self = Self::default();
     }
