@@ -155,8 +155,8 @@ impl Store {
         }
         conn.execute_batch(&format!("SET threads = {}", config.duckdb_threads))?;
         conn.execute_batch(&format!(
-            "SET checkpoint_threshold = '{}'",
-            writer::CHECKPOINT_THRESHOLD
+            "SET checkpoint_threshold = '{}MiB'",
+            writer::CHECKPOINT_THRESHOLD_MIB
         ))?;
         // Nothing in ducktrace reads or writes files through SQL, so no query can either.
         conn.execute_batch("SET enable_external_access = false; SET lock_configuration = true;")?;
@@ -164,6 +164,7 @@ impl Store {
         let (inbox, inbound) = indexer::Indexer::inbox(INDEX_PASSES);
         let (writer, writer_thread) = writer::spawn(
             conn.try_clone()?,
+            &path,
             &config.data_dir.join(INGEST_LOG_DIR),
             config.writer.clone(),
             inbox.clone(),

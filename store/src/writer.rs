@@ -41,7 +41,7 @@ use crate::StoreError;
 /// ingest ran at half the rate and the file was 55% larger. Larger thresholds hold more
 /// uncompressed rows in memory and make each pause longer (about 3 s at 256MB on two cores),
 /// which exporters with a 10 s timeout must not see.
-pub(crate) const CHECKPOINT_THRESHOLD: &str = "256MB";
+pub(crate) const CHECKPOINT_THRESHOLD_MIB: u64 = 256;
 
 /// Limits of the write path.
 #[derive(Debug, Clone)]
@@ -312,6 +312,7 @@ impl WriterThread {
 /// counted in `progress`.
 pub(crate) fn spawn(
     conn: Connection,
+    database: &Path,
     log_dir: &Path,
     config: WriterConfig,
     indexer: IndexerInbox,
@@ -324,6 +325,11 @@ pub(crate) fn spawn(
         progress,
         interners: Interners::load(&conn, config.max_attribute_key_sets)?,
         conn,
+        wal: {
+            let mut wal = database.as_os_str().to_owned();
+            wal.push(".wal");
+            wal.into()
+        },
         log_dir: log_dir.to_owned(),
         position,
         stopping: Arc::new(AtomicBool::new(false)),
@@ -533,6 +539,8 @@ struct Applier {
     indexer: IndexerInbox,
     progress: Arc<Progress>,
     interners: Interners,
+    /// DuckDB's write-ahead log, whose size says when to checkpoint.
+    wal: PathBuf,
     log_dir: PathBuf,
     /// How far the log is committed.
     position: LogPosition,
@@ -565,6 +573,7 @@ impl Applier {
                 Ok(filled) => {
                     next = filled.rest;
                     stopping |= filled.stop;
+                    self.checkpoint_when_due();
                 }
                 Err(error) => {
                     tracing::error!(%error, "committing spans failed; replaying them from the ingest log");
@@ -573,6 +582,22 @@ impl Applier {
                     }
                 }
             }
+        }
+    }
+
+    /// Checkpoints once DuckDB's WAL has passed the threshold. DuckDB checkpoints on a commit
+    /// only when no other transaction is writing, and under load this writer's next
+    /// transaction or an indexer pass nearly always is: the WAL reached 890 MB in a 30 s run.
+    /// Between two transactions only an indexer pass can hold the checkpoint off; then the
+    /// next commit tries again.
+    fn checkpoint_when_due(&self) {
+        let wal_bytes = std::fs::metadata(&self.wal).map_or(0, |wal| wal.len());
+        if wal_bytes < CHECKPOINT_THRESHOLD_MIB << 20 {
+            return;
+        }
+        match self.conn.execute_batch("CHECKPOINT") {
+            Ok(()) => tracing::debug!(wal_bytes, "checkpointed"),
+            Err(error) => tracing::debug!(%error, wal_bytes, "checkpoint put off"),
         }
     }
 
