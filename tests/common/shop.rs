@@ -187,18 +187,24 @@ pub fn send(server: &Server, traces: u32, hostile_calls: u32) -> Shop {
     shop
 }
 
-/// Waits until the edge indexer (a pass every 2 s) has recorded `expected` calls.
+/// Waits until the edge indexer (a pass every 2 s) has recorded `expected` calls and folded
+/// them into the minute rollup, which the next pass of the same round does: the dependency
+/// graph reads whole minutes from the rollup.
 fn wait_for_calls(server: &Server, expected: u32) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let answer = server.sql("SELECT count(*) FROM service_calls");
+        let answer = server.sql(
+            "SELECT (SELECT count(*) FROM service_calls), \
+                    (SELECT coalesce(sum(calls), 0) FROM service_call_minutes)",
+        );
         let found = answer["rows"][0][0].as_i64().unwrap_or_default();
-        if found == i64::from(expected) {
+        let rolled_up = answer["rows"][0][1].as_i64().unwrap_or_default();
+        if found == i64::from(expected) && rolled_up == i64::from(expected) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "the edge indexer recorded {found} of {expected} calls within 30 s"
+            "the edge indexer recorded {found} of {expected} calls and rolled up {rolled_up} within 30 s"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
