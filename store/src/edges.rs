@@ -26,7 +26,7 @@ use foldhash::{HashMap, HashMapExt};
 use crate::batch::trace_id_field;
 use crate::indexer::{NewSpans, Pass};
 use crate::key_sets::column;
-use crate::summaries::trace_id_at;
+use crate::summaries::{failed_at, trace_id_at};
 use crate::StoreError;
 
 /// The pass that fills `service_calls`; its watermark keeps the name of earlier versions.
@@ -61,9 +61,6 @@ const MAX_SERVICES: usize = 100_000;
 
 /// Rows read back from `span_data` at a time when the window is rebuilt.
 const REBUILD_CHUNK_ROWS: i64 = 128 * 1024;
-
-/// The status code of a failed span.
-const STATUS_ERROR: u8 = 2;
 
 /// A span by trace id and span id; also a child's parent, by trace id and parent span id.
 type SpanKey = (u128, u64);
@@ -228,7 +225,7 @@ impl<'a> Columns<'a> {
             service,
             operation: self.names.value(row),
             duration_ns: self.durations.value(row),
-            error: self.statuses.is_valid(row) && self.statuses.value(row) == STATUS_ERROR,
+            error: failed_at(self.statuses, row),
         }
     }
 }

@@ -136,6 +136,11 @@ struct Summaries {
 /// The status code of a failed span.
 const STATUS_ERROR: u8 = 2;
 
+/// Whether the span of `row` failed, by its stored status code.
+pub(crate) fn failed_at(statuses: &UInt8Array, row: usize) -> bool {
+    statuses.is_valid(row) && statuses.value(row) == STATUS_ERROR
+}
+
 impl Summaries {
     fn add(&mut self, batch: &RecordBatch) {
         let trace_ids = batch.column(0);
@@ -152,7 +157,7 @@ impl Summaries {
         for row in 0..batch.num_rows() {
             let start = starts.value(row);
             let end = start + durations.value(row);
-            let failed = statuses.is_valid(row) && statuses.value(row) == STATUS_ERROR;
+            let failed = failed_at(statuses, row);
             let root_key = (parents.is_valid(row), start);
             let (service, name) = (services.value(row), names.value(row));
             let part = self
