@@ -132,9 +132,10 @@ impl RecentCalls {
     fn take_in(&mut self, batches: &[RecordBatch], mut calls: Option<&mut CallRows>) {
         if self.services.len() > MAX_SERVICES {
             // A client inventing service names without end would grow the names forever.
-            let through = self.through;
-            self.forget();
-            self.through = through;
+            *self = Self {
+                through: self.through,
+                ..Self::default()
+            };
         }
         // Every span first, so that a child finds a parent in the same pass whatever the order.
         for batch in batches {
@@ -153,7 +154,8 @@ impl RecentCalls {
         for batch in batches {
             let spans = Columns::of(batch);
             for row in 0..batch.num_rows() {
-                let trace = spans.trace(row);
+                let key = spans.key(row);
+                let trace = key.0;
                 let service = self.service_id(spans.services.value(row));
                 if spans.parents.is_valid(row) {
                     let parent = (trace, spans.parents.value(row));
@@ -169,7 +171,6 @@ impl RecentCalls {
                         }
                     }
                 }
-                let key = spans.key(row);
                 for generation in &mut self.waiting {
                     let Some(children) = generation.remove(&key) else {
                         continue;
