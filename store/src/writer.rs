@@ -6,12 +6,18 @@
 //! write connection: it appends batches with Arrow appends, keeps a transaction open while more
 //! are waiting, up to exactly one row group, and records in it how far into the log it reaches.
 //!
-//! When a request is answered depends on how far the apply thread is behind: when it is idle,
-//! after the commit, so that a client reading right after the answer sees its spans; when a
-//! little behind, as soon as the request is synced; when a row group or more behind, once the
-//! spans are appended, so that clients slow to its pace. Memory between socket and DuckDB is
-//! bounded by a semaphore counted in spans: when it is exhausted the request is refused as
-//! overloaded, and the client retries later.
+//! When a request is answered depends on how busy the apply thread is: when it is idle, after
+//! the commit, so that a client reading right after the answer sees its spans; when a little
+//! behind, or filling row groups under load, as soon as the request is synced; when a row group
+//! or more behind, once the spans are appended, so that clients slow to its pace.
+//!
+//! Memory between socket and DuckDB is bounded by a semaphore counted in spans: when it is
+//! exhausted the request is refused as overloaded, and the client retries later.
+//!
+//! Under load the applier waits up to `FILL_FOR` to fill a whole row group before it commits:
+//! DuckDB writes a whole row group compressed straight to the file, while a transaction short of
+//! one goes through DuckDB's WAL uncompressed and is compressed by the next checkpoint. That
+//! checkpoint work cost a quarter of the ingest rate (BENCHMARKS.md, twelfth session).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -334,6 +340,7 @@ pub(crate) fn spawn(
         position,
         stopping: Arc::new(AtomicBool::new(false)),
         linger: config.linger,
+        under_load: Arc::new(AtomicBool::new(false)),
     };
     let next_seq = applier.replay()?;
     let log = LogWriter::create(log_dir, next_seq)?;
@@ -346,6 +353,7 @@ pub(crate) fn spawn(
         to_apply,
         backlog: Arc::new(AtomicUsize::new(0)),
         answer_ahead: (ROW_GROUP_SPANS / 2).min(config.max_queued_spans / 2),
+        under_load: applier.under_load.clone(),
         config: config.clone(),
     };
     let stopping = applier.stopping.clone();
@@ -375,6 +383,18 @@ pub(crate) fn spawn(
 /// DuckDB compressed, straight to the file, rather than through its WAL; the writer fills its
 /// transactions to exactly this size while spans wait, so that each makes whole row groups.
 const ROW_GROUP_SPANS: usize = 122_880;
+
+/// Longest an applier's transaction under load waits to fill its row group. Spans become
+/// visible to queries at most this late, while the load lasts.
+const FILL_FOR: Duration = Duration::from_secs(1);
+
+/// A transaction of this many spans, committed after the usual `linger`, means the applier is
+/// under load: from then on it fills row groups.
+const LOAD_SPANS: usize = ROW_GROUP_SPANS / 8;
+
+/// No batch for this long means the load has passed: the transaction commits, and once no
+/// batch follows for as long again, requests are answered after their commit again.
+const LOAD_GAP: Duration = Duration::from_millis(50);
 
 /// Spans the appender gathers before handing them to DuckDB's transaction, rather than holding
 /// a whole row group twice until the commit.
@@ -438,6 +458,9 @@ struct Logger {
     /// Below this backlog a logged request is answered at once. Half a row group keeps the
     /// applier's transactions full as well as a whole one did, in less memory (BENCHMARKS.md).
     answer_ahead: usize,
+    /// Set while the applier fills row groups under load: a request is then answered at once
+    /// even when the applier has appended all before it.
+    under_load: Arc<AtomicBool>,
     config: WriterConfig,
 }
 
@@ -504,7 +527,7 @@ impl Logger {
                     let seq = *next;
                     *next += 1;
                     let backlog = self.backlog.load(Ordering::Relaxed);
-                    let answer = if backlog == 0 {
+                    let answer = if backlog == 0 && !self.under_load.load(Ordering::Relaxed) {
                         Answer::AfterCommit(done)
                     } else if backlog < self.answer_ahead {
                         let _ = done.send(Ok(()));
@@ -546,8 +569,11 @@ struct Applier {
     position: LogPosition,
     /// Set when the store closes: a failing replay then gives up instead of retrying.
     stopping: Arc<AtomicBool>,
-    /// How long an open transaction waits for the next batch before it commits.
+    /// How long an open transaction waits for the next batch before it commits, when not
+    /// under load.
     linger: Duration,
+    /// Whether the applier is filling row groups; shared with the logger.
+    under_load: Arc<AtomicBool>,
 }
 
 /// A transaction's outcome: a batch's remainder that did not fit, and whether to stop.
@@ -564,9 +590,9 @@ impl Applier {
             let first = match next.take() {
                 Some(pending) => pending,
                 None if stopping => break,
-                None => match inbox.recv() {
-                    Ok(pending) => pending,
-                    Err(_) => break,
+                None => match self.next_batch(&inbox) {
+                    Some(pending) => pending,
+                    None => break,
                 },
             };
             match self.transaction(first, &inbox) {
@@ -583,6 +609,19 @@ impl Applier {
                 }
             }
         }
+    }
+
+    /// Waits for the batch that opens the next transaction; ends the load when it is slow to
+    /// come, so that the requests after it are answered after their commit again.
+    fn next_batch(&self, inbox: &mpsc::Receiver<Pending>) -> Option<Pending> {
+        if self.under_load.load(Ordering::Relaxed) {
+            match inbox.recv_timeout(LOAD_GAP) {
+                Ok(pending) => return Some(pending),
+                Err(RecvTimeoutError::Disconnected) => return None,
+                Err(RecvTimeoutError::Timeout) => self.under_load.store(false, Ordering::Relaxed),
+            }
+        }
+        inbox.recv().ok()
     }
 
     /// Checkpoints once DuckDB's WAL has passed the threshold. DuckDB checkpoints on a commit
@@ -658,7 +697,7 @@ impl Applier {
         let mut position = self.position;
         let mut rows = 0;
         let mut unflushed = 0;
-        let linger = self.linger;
+        let fill_until = Instant::now() + FILL_FOR;
         let result = (|| {
             let transaction = self.conn.transaction()?;
             let mut new = NewEntries::default();
@@ -711,7 +750,13 @@ impl Applier {
                     if rows == ROW_GROUP_SPANS {
                         break;
                     }
-                    match inbox.recv_timeout(linger) {
+                    // A client waiting for the commit is not kept waiting to fill the row group.
+                    let wait = if self.under_load.load(Ordering::Relaxed) && after_commit.is_empty() {
+                        fill_until.saturating_duration_since(Instant::now()).min(LOAD_GAP)
+                    } else {
+                        self.linger
+                    };
+                    match inbox.recv_timeout(wait) {
                         Ok(pending) => next = Some(pending),
                         Err(RecvTimeoutError::Disconnected) => filled.stop = true,
                         Err(RecvTimeoutError::Timeout) => {}
@@ -750,6 +795,9 @@ impl Applier {
             }
         }
         self.progress.committed(self.next_rowid);
+        if rows >= LOAD_SPANS {
+            self.under_load.store(true, Ordering::Relaxed);
+        }
         for (_, done) in after_commit {
             let _ = done.send(Ok(()));
         }
@@ -978,6 +1026,37 @@ mod tests {
                 "the spans past the committed position, once"
             );
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn after_a_load_passes_answers_wait_for_the_commit_again() {
+        let dir = std::env::temp_dir().join(format!("ducktrace-load-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = crate::Store::open(&crate::StoreConfig::new(dir.clone())).unwrap();
+        let stored = || {
+            store
+                .reader()
+                .with_connection(|conn| {
+                    Ok::<_, StoreError>(
+                        conn.query_row("SELECT count(*) FROM span_data", [], |row| row.get(0))?,
+                    )
+                })
+                .unwrap()
+        };
+        // A transaction this large puts the writer under load, where answers come before the
+        // commit; a pause of LOAD_GAP ends it, whether the writer idles or has a transaction open.
+        store.writer().write(batch(LOAD_SPANS)).await.unwrap();
+        store.writer().write(batch(1)).await.unwrap();
+        tokio::time::sleep(LOAD_GAP * 4).await;
+        store.writer().write(batch(1)).await.unwrap();
+        let count: usize = stored();
+        assert_eq!(
+            count,
+            LOAD_SPANS + 2,
+            "an answer after the load comes after the commit"
+        );
+        store.close();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
