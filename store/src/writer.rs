@@ -17,7 +17,7 @@
 //! Under load the applier waits up to `FILL_FOR` to fill a whole row group before it commits:
 //! DuckDB writes a whole row group compressed straight to the file, while a transaction short of
 //! one goes through DuckDB's WAL uncompressed and is compressed by the next checkpoint. That
-//! checkpoint work cost a quarter of the ingest rate (BENCHMARKS.md, twelfth session).
+//! checkpoint work cost about a fifth of the ingest rate (BENCHMARKS.md, twelfth session).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -392,8 +392,8 @@ const FILL_FOR: Duration = Duration::from_secs(1);
 /// under load: from then on it fills row groups.
 const LOAD_SPANS: usize = ROW_GROUP_SPANS / 8;
 
-/// No batch for this long means the load has passed: the transaction commits, and once no
-/// batch follows for as long again, requests are answered after their commit again.
+/// No batch for this long commits a transaction under load; as long again with no transaction
+/// open ends the load, and requests are answered after their commit again.
 const LOAD_GAP: Duration = Duration::from_millis(50);
 
 /// Spans the appender gathers before handing them to DuckDB's transaction, rather than holding
