@@ -226,6 +226,15 @@ pub fn open_read_only(config: &StoreConfig) -> Result<Reader, StoreError> {
     let duckdb_config = duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly)?;
     let conn = Connection::open_with_flags(&path, duckdb_config)?;
     conn.execute_batch("SET enable_external_access = false; SET lock_configuration = true;")?;
+    let uncommitted = writer::uncommitted_requests(&conn, &config.data_dir.join(INGEST_LOG_DIR))?;
+    if uncommitted > 0 {
+        tracing::warn!(
+            requests = uncommitted,
+            "the ingest log holds acknowledged requests that the database does not have yet (the server \
+             stopped before committing them); queries here miss them until `ducktrace serve` starts on \
+             this data directory and commits them"
+        );
+    }
     // Nothing writes while the store is open read-only, so the progress read now stays true.
     let progress = Arc::new(indexer::Progress::load(&conn, INDEX_PASSES)?);
     Ok(Reader::new(

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use duckdb::arrow::array::{ArrayRef, BinaryArray, RecordBatch, StringArray, UInt32Array};
 use duckdb::arrow::datatypes::{DataType, Field, Schema};
-use duckdb::Connection;
+use duckdb::{Connection, OptionalExt};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::attribute_text;
@@ -834,13 +834,30 @@ fn read_position(conn: &Connection) -> Result<LogPosition, StoreError> {
     conn.execute_batch(
         "INSERT INTO ingest_log_position SELECT 0, 0 WHERE NOT EXISTS (FROM ingest_log_position)",
     )?;
-    let (seq, spans) = conn.query_row("SELECT seq, spans FROM ingest_log_position", [], |row| {
-        Ok((row.get::<_, u64>(0)?, row.get::<_, u64>(1)?))
-    })?;
+    committed_position(conn)
+}
+
+fn committed_position(conn: &Connection) -> Result<LogPosition, StoreError> {
+    let (seq, spans) = conn
+        .query_row("SELECT seq, spans FROM ingest_log_position", [], |row| {
+            Ok((row.get::<_, u64>(0)?, row.get::<_, u64>(1)?))
+        })
+        .optional()?
+        .unwrap_or_default();
     Ok(LogPosition {
         seq,
         spans: spans as usize,
     })
+}
+
+/// Requests in the ingest log at `log_dir` that the database of `conn` does not wholly hold:
+/// acknowledged, then left by a crash for the next start to commit. Reads only.
+pub(crate) fn uncommitted_requests(conn: &Connection, log_dir: &Path) -> Result<usize, StoreError> {
+    if !log_dir.exists() {
+        return Ok(0);
+    }
+    let position = committed_position(conn)?;
+    Ok(ingest_log::read_from(log_dir, position.seq)?.records.len())
 }
 
 fn local_indexes(local: &ArrayRef) -> &UInt32Array {
