@@ -6,7 +6,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::Server;
+use common::{repo_path, Server};
 use serde_json::Value as Json;
 
 /// `ducktrace-bench` is built beside `ducktrace` by `cargo build --workspace`.
@@ -119,4 +119,25 @@ fn ingest_fill_and_query_report_what_they_measured() {
         "{query}"
     );
     assert!(query["spans_stored_at_end"].as_u64().unwrap() > stored, "{query}");
+}
+
+#[test]
+fn the_freshness_script_reports_how_soon_spans_are_readable() {
+    let server = Server::start();
+    let output = Command::new("python3")
+        .arg(repo_path("scripts/freshness.py"))
+        .args(["--otlp", &server.http_endpoint(), "--api", &server.ui_url("")])
+        .args(["--probes", "2", "--interval", "0"])
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.starts_with("readable after the answer: median ") && stdout.contains("(2 probes)"),
+        "{stdout}"
+    );
 }
