@@ -20,19 +20,22 @@ fn bench_binary() -> PathBuf {
     path
 }
 
-/// Runs the bench with `args` and returns the JSON summary it prints last.
-fn bench(args: &[&str]) -> Json {
-    let output = Command::new(bench_binary())
-        .args(args)
-        .arg("--json")
-        .output()
-        .expect("ducktrace-bench runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+/// Runs `command` and returns what it printed; fails the test, showing both outputs, unless it
+/// succeeds.
+fn stdout_of(command: &mut Command) -> String {
+    let output = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
-        "ducktrace-bench {args:?} failed:\n{stdout}\n{}",
+        "{command:?} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    stdout
+}
+
+/// Runs the bench with `args` and returns the JSON summary it prints last.
+fn bench(args: &[&str]) -> Json {
+    let stdout = stdout_of(Command::new(bench_binary()).args(args).arg("--json"));
     let last = stdout.lines().last().expect("a summary line");
     serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}"))
 }
@@ -124,17 +127,11 @@ fn ingest_fill_and_query_report_what_they_measured() {
 #[test]
 fn the_freshness_script_reports_how_soon_spans_are_readable() {
     let server = Server::start();
-    let output = Command::new("python3")
-        .arg(repo_path("scripts/freshness.py"))
-        .args(["--otlp", &server.http_endpoint(), "--api", &server.ui_url("")])
-        .args(["--probes", "2", "--interval", "0"])
-        .output()
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = stdout_of(
+        Command::new("python3")
+            .arg(repo_path("scripts/freshness.py"))
+            .args(["--otlp", &server.http_endpoint(), "--api", &server.ui_url("")])
+            .args(["--probes", "2", "--interval", "0"]),
     );
     assert!(
         stdout.starts_with("readable after the answer: median ") && stdout.contains("(2 probes)"),

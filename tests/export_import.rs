@@ -5,9 +5,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
-use common::{http_get, post_protobuf, python_client_json, Server};
+use common::{ducktrace, http_get, post_protobuf, python_client_json, Server};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
     any_value::Value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
@@ -135,16 +134,6 @@ fn rich_request(trace: u8) -> ExportTraceServiceRequest {
             },
         ],
     }
-}
-
-fn ducktrace(args: &[&str]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_ducktrace"))
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
-    (output.status.success(), text)
 }
 
 fn path(path: &Path) -> &str {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{post_protobuf, span_count, synthetic_request, Server};
+use common::{ducktrace, post_protobuf, span_count, synthetic_request, Server};
 
 #[test]
 fn spans_survive_a_clean_restart() {
@@ -49,17 +49,18 @@ fn acknowledged_spans_survive_a_crash() {
     server.crash();
 
     // Read-only tools cannot commit what the crash left in the ingest log, and say so.
-    let offline = std::process::Command::new(env!("CARGO_BIN_EXE_ducktrace"))
-        .args(["sql", "--offline", "--data-dir"])
-        .arg(data_dir.path())
-        .arg("SELECT count(*) FROM spans")
-        .output()
-        .unwrap();
-    assert!(offline.status.success());
-    let warning = String::from_utf8_lossy(&offline.stderr);
+    let dir = data_dir.path().to_str().unwrap();
+    let (ok, printed) = ducktrace(&[
+        "sql",
+        "--offline",
+        "--data-dir",
+        dir,
+        "SELECT count(*) FROM spans",
+    ]);
+    assert!(ok, "{printed}");
     assert!(
-        warning.contains("the ingest log holds acknowledged requests that the database does not have yet"),
-        "{warning}"
+        printed.contains("the ingest log holds acknowledged requests that the database does not have yet"),
+        "{printed}"
     );
 
     let server = Server::start_in(data_dir.path(), &[]);

@@ -323,6 +323,18 @@ pub fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
+/// Runs the `ducktrace` command with `args`; says whether it succeeded, and what it printed on
+/// stdout and then stderr.
+pub fn ducktrace(args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_ducktrace"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
 /// A request with `spans` spans of one trace whose id starts with `seed`, from service "synthetic".
 pub fn synthetic_request(seed: u8, spans: usize) -> ExportTraceServiceRequest {
     use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
