@@ -313,6 +313,70 @@ fn spans_past_the_key_set_limit_keep_their_keys_inline_and_are_found() {
 }
 
 #[test]
+fn values_that_cannot_be_joined_are_listed_and_read_back_and_found_the_same() {
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+    let route = |value: Option<&str>| KeyValue {
+        key: "http.route".into(),
+        value: Some(AnyValue {
+            value: value.map(|v| Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    };
+    let server = Server::start();
+    // One full block, so its Bloom filter is built from both ways of storing values. A span's
+    // values are joined by U+001F unless one holds it, one is empty (NULL), or there are none.
+    let mut request = synthetic_request(8, 8192);
+    let spans = &mut request.resource_spans[0].scope_spans[0].spans;
+    spans[10].attributes[1] = route(Some("/a\u{1f}b"));
+    spans[11].attributes[1] = route(Some(""));
+    spans[12].attributes.clear();
+    spans[13].attributes[1] = route(None);
+    post_protobuf(&server, &request);
+    wait_for_blooms(&server, 1);
+
+    let listed =
+        server.sql("SELECT list(span_id ORDER BY span_id) FROM span_data WHERE attribute_text IS NULL");
+    assert_eq!(listed["rows"], serde_json::json!([[[11, 13, 14]]]));
+    let view = server.sql(
+        "SELECT span_id, attributes['http.route'], attribute_values FROM spans
+         WHERE span_id IN ('000000000000000b', '000000000000000c', '000000000000000d', '000000000000000e', '000000000000000f')
+         ORDER BY span_id",
+    );
+    assert_eq!(
+        view["rows"],
+        serde_json::json!([
+            ["000000000000000b", "/a\u{1f}b", ["10", "/a\u{1f}b"]],
+            ["000000000000000c", "", ["11", ""]],
+            ["000000000000000d", null, []],
+            ["000000000000000e", null, ["13", null]],
+            ["000000000000000f", "/x", ["14", "/x"]]
+        ])
+    );
+    common::assert_stored_exactly(&server, &request);
+    // Each filter holds for exactly one span, so a trace found means that span matched.
+    for found in [
+        "index%3D10%20http.route%3D%2Fa%1Fb",
+        "index%3D11%20http.route%3D%22%22",
+        "index%3D14%20http.route%3D%2Fx",
+    ] {
+        get_until(
+            &server,
+            &format!("/search?{HOSTILE_RANGE}&attributes={found}"),
+            &synthetic_trace(8),
+        );
+    }
+    for absent in [
+        "index%3D10%20http.route%3D%2Fa",
+        "index%3D10%20http.route%3Db",
+        "index%3D13%20http.route%3D%22%22",
+    ] {
+        let (status, _, body) = get(&server.ui_url(&format!("/search?{HOSTILE_RANGE}&attributes={absent}")));
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(r#"id="no-results""#), "{absent}: {body}");
+    }
+}
+
+#[test]
 fn attribute_search_newest_first_stops_early_and_stays_exact() {
     use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
     let server = Server::start();

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use duckdb::arrow::array::{Array, ListArray, StringArray, TimestampNanosecondArray, UInt32Array};
 use duckdb::Connection;
 
+use crate::columns::span_values;
 use crate::indexer::{NewSpans, Pass};
 use crate::key_sets;
 use crate::reader::{self, Catalog};
@@ -30,8 +31,9 @@ const MIN_BITS: usize = 1024;
 
 /// What a block's filter is made of: each span's key set, values and start time. The pairs are
 /// put together and hashed here: unnesting and de-duplicating them in SQL took four times longer.
-const BLOCK_COLUMNS: [&str; 4] = [
+const BLOCK_COLUMNS: [&str; 5] = [
     "attribute_key_set",
+    "attribute_text",
     "attribute_values",
     "start_time",
     "attribute_keys",
@@ -62,15 +64,15 @@ fn index_full_blocks(new_spans: &NewSpans<'_>, lo: i64, hi: i64) -> Result<i64, 
         let (mut first_start, mut last_start) = (i64::MAX, i64::MIN);
         for batch in new_spans.columns(start..=start + BLOCK_ROWS - 1, &BLOCK_COLUMNS)? {
             let ids = key_sets::column::<UInt32Array>(batch.column(0));
-            let values = key_sets::column::<ListArray>(batch.column(1));
-            let texts = key_sets::column::<StringArray>(values.values());
-            let starts = key_sets::column::<TimestampNanosecondArray>(batch.column(2));
-            let inline = key_sets::column::<ListArray>(batch.column(3));
-            for (row, entries) in values.value_offsets().windows(2).enumerate() {
-                let entries = entries[0] as usize..entries[1] as usize;
-                let mut add = |key: &str, entry: usize| {
-                    if texts.is_valid(entry) {
-                        hashes.push(pair_hash(key, texts.value(entry)));
+            let texts = key_sets::column::<StringArray>(batch.column(1));
+            let lists = key_sets::column::<ListArray>(batch.column(2));
+            let starts = key_sets::column::<TimestampNanosecondArray>(batch.column(3));
+            let inline = key_sets::column::<ListArray>(batch.column(4));
+            for row in 0..batch.num_rows() {
+                let values = span_values(texts, lists, row);
+                let mut add = |key: &str, value: Option<&str>| {
+                    if let Some(value) = value {
+                        hashes.push(pair_hash(key, value));
                     }
                 };
                 if ids.is_valid(row) {
@@ -79,14 +81,14 @@ fn index_full_blocks(new_spans: &NewSpans<'_>, lo: i64, hi: i64) -> Result<i64, 
                         table: "attribute_key_sets",
                         id,
                     })?;
-                    keys.iter().zip(entries).for_each(|(key, entry)| add(key, entry));
+                    keys.iter().zip(values).for_each(|(key, value)| add(key, value));
                 } else {
                     let keys = inline.value(row);
                     let keys = key_sets::column::<StringArray>(&keys);
                     keys.iter()
                         .flatten()
-                        .zip(entries)
-                        .for_each(|(key, entry)| add(key, entry));
+                        .zip(values)
+                        .for_each(|(key, value)| add(key, value));
                 }
                 first_start = first_start.min(starts.value(row));
                 last_start = last_start.max(starts.value(row));

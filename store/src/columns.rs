@@ -2,7 +2,7 @@
 //!
 //! Attributes become a `MAP(VARCHAR, VARCHAR)` of value texts plus an `attribute_types` text of
 //! one type letter per entry (see attribute_text.rs); a span's own attributes are instead the id
-//! of their key list plus a list of value texts (`KeySetColumn`).
+//! of their key list plus their value texts joined in one (`KeySetColumn`).
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -191,20 +191,48 @@ impl AttributeColumn {
     }
 }
 
-/// The Arrow type of a span's attribute values: texts in the order of its key set.
+/// The Arrow type of a list of attribute keys or value texts.
 fn value_list_type() -> DataType {
     DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
 }
 
-/// The four fields span attributes are stored as: key set id, the keys themselves when the key
-/// set could not be stored, value texts, type letters.
-pub fn key_set_fields() -> [Field; 4] {
+/// Joins a span's value texts in `attribute_text`. A control character no SDK puts in a
+/// value; a span whose values hold it keeps them in the `attribute_values` list instead.
+pub const VALUE_SEPARATOR: char = '\u{1f}';
+
+/// The five fields span attributes are stored as: key set id, the keys themselves when the key
+/// set could not be stored, value texts (joined, or as a list), type letters.
+pub fn key_set_fields() -> [Field; 5] {
     [
         Field::new("attribute_key_set", DataType::UInt32, true),
         Field::new("attribute_keys", value_list_type(), true),
-        Field::new("attribute_values", value_list_type(), false),
+        Field::new("attribute_text", DataType::Utf8, true),
+        Field::new("attribute_values", value_list_type(), true),
         Field::new("attribute_types", DataType::Utf8, false),
     ]
+}
+
+/// The value texts of one row of the `attribute_text` and `attribute_values` columns, in the
+/// order of its keys; `None` for an empty value.
+pub(crate) fn span_values<'a>(
+    texts: &'a StringArray,
+    lists: &'a ListArray,
+    row: usize,
+) -> impl Iterator<Item = Option<&'a str>> {
+    let joined = texts
+        .is_valid(row)
+        .then(|| texts.value(row).split(VALUE_SEPARATOR).map(Some));
+    let listed = lists.is_valid(row).then(|| {
+        let items = lists
+            .values()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("attribute values are texts");
+        let offsets = lists.value_offsets();
+        (offsets[row] as usize..offsets[row + 1] as usize)
+            .map(|entry| items.is_valid(entry).then(|| items.value(entry)))
+    });
+    joined.into_iter().flatten().chain(listed.into_iter().flatten())
 }
 
 /// A list of attribute keys as first seen in a batch; the writer stores each distinct one once.
@@ -229,18 +257,40 @@ impl KeySet {
 
 /// Span attributes as the id of their key list plus the values in that order. The spans of one
 /// instrumentation point repeat the same keys, so each distinct list is stored once
-/// (`attribute_key_sets`) and a span row keeps only its values: DuckDB appends a list of texts
-/// about twice as fast as a map, which checks its keys on every row.
-#[derive(Default)]
+/// (`attribute_key_sets`) and a span row keeps only its values: joined into one text, which
+/// DuckDB writes with ZSTD in a quarter of the time a list of texts takes and in fewer bytes.
 pub struct KeySetColumn {
     /// The batch's distinct key lists, in first-seen order, found by fingerprint.
     key_sets: Vec<KeySet>,
     index: HashMap<Vec<u8>, u32>,
     /// Per row, an index into `key_sets` until the writer swaps in the stored id.
     key_set_ref: Vec<u32>,
-    values: ValueLists,
-    /// The current row's fingerprint.
+    texts: StringBuilder,
+    lists: ListBuilder<StringBuilder>,
+    types: StringBuilder,
+    /// The current row: its fingerprint, type letters, values joined, and where each value
+    /// lies in `joined` (`None` for an empty value).
     fingerprint: Vec<u8>,
+    letters: Vec<u8>,
+    joined: String,
+    entries: Vec<Option<(usize, usize)>>,
+}
+
+impl Default for KeySetColumn {
+    fn default() -> Self {
+        KeySetColumn {
+            key_sets: Vec::new(),
+            index: HashMap::new(),
+            key_set_ref: Vec::new(),
+            texts: StringBuilder::new(),
+            lists: ListBuilder::new(StringBuilder::new()),
+            types: StringBuilder::new(),
+            fingerprint: Vec::new(),
+            letters: Vec::new(),
+            joined: String::new(),
+            entries: Vec::new(),
+        }
+    }
 }
 
 impl KeySetColumn {
@@ -256,7 +306,15 @@ impl KeySetColumn {
         self.fingerprint
             .extend_from_slice(&(key.len() as u32).to_le_bytes());
         self.fingerprint.extend_from_slice(key.as_bytes());
-        self.values.push_value(letter, text);
+        self.letters.push(letter);
+        if !self.entries.is_empty() {
+            self.joined.push(VALUE_SEPARATOR);
+        }
+        self.entries.push(text.map(|text| {
+            let start = self.joined.len();
+            self.joined.push_str(text);
+            (start, self.joined.len())
+        }));
     }
 
     pub fn end_row(&mut self) {
@@ -271,25 +329,41 @@ impl KeySetColumn {
                 next
             }
         };
-        self.fingerprint.clear();
         self.key_set_ref.push(index);
-        self.values.end_row();
+        // Joined, the values must split back into exactly these entries.
+        let joinable = !self.entries.is_empty()
+            && self.entries.iter().all(Option::is_some)
+            && self.joined.matches(VALUE_SEPARATOR).count() == self.entries.len() - 1;
+        if joinable {
+            self.texts.append_value(&self.joined);
+            self.lists.append_null();
+        } else {
+            self.texts.append_null();
+            for entry in &self.entries {
+                let text = entry.map(|(start, end)| &self.joined[start..end]);
+                self.lists.values().append_option(text);
+            }
+            self.lists.append(true);
+        }
+        let letters = std::str::from_utf8(&self.letters).expect("type letters are ASCII");
+        self.types.append_value(letters);
+        self.fingerprint.clear();
+        self.letters.clear();
+        self.joined.clear();
+        self.entries.clear();
     }
 
     /// The columns in the order of [`key_set_fields`], and the key sets their ids index. No
     /// row has its keys inline yet: only the writer knows whether its key set can be stored.
-    pub fn finish(self) -> ([ArrayRef; 4], Vec<KeySet>) {
-        let (offsets, values, types) = self.values.finish();
-        let DataType::List(item) = value_list_type() else {
-            unreachable!("values are a list")
-        };
-        let lists = ListArray::new(item, offsets, Arc::new(values), None);
+    pub fn finish(mut self) -> ([ArrayRef; 5], Vec<KeySet>) {
+        let rows = self.key_set_ref.len();
         (
             [
                 Arc::new(UInt32Array::from(self.key_set_ref)),
-                inline_keys(std::iter::repeat_n(None, lists.len())),
-                Arc::new(lists),
-                Arc::new(types),
+                inline_keys(std::iter::repeat_n(None, rows)),
+                Arc::new(self.texts.finish()),
+                Arc::new(self.lists.finish()),
+                Arc::new(self.types.finish()),
             ],
             self.key_sets,
         )
@@ -495,7 +569,7 @@ mod tests {
             column.push(&attributes);
             column.push(&[text("b", "y")]);
             column.push(&attributes);
-            let ([ids, _, _, _], key_sets) = column.finish();
+            let ([ids, _, _, _, _], key_sets) = column.finish();
             let ids = ids.as_any().downcast_ref::<UInt32Array>().unwrap();
             assert_eq!(
                 ids.values().to_vec(),

@@ -10,6 +10,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::schema::SPAN_VALUES;
 use crate::sql::output::{Encoder, Format, TRUNCATED_KEY};
 use crate::sql::{QueryResult, MAX_ROWS_LIMIT};
 use crate::Reader;
@@ -26,14 +27,18 @@ const NANOS_PER_DAY: i64 = 24 * NANOS_PER_HOUR;
 /// the status code NULL when the span had none, attributes as a map as in the `spans` view),
 /// plus the resource and scope of each span both readable and as the OTLP bytes that
 /// `ducktrace import` restores them from.
-const EXPORT_COLUMNS: &str = "
+fn export_columns() -> String {
+    format!(
+        "
     replace(CAST(s.trace_id AS VARCHAR), '-', '') AS trace_id, s.span_id, s.parent_span_id,
     s.start_time, s.duration_ns, s.service_name, s.span_name, s.span_kind, s.status_code,
-    s.status_message, s.trace_state, s.flags, map(coalesce(s.attribute_keys, k.keys), s.attribute_values) AS attributes,
+    s.status_message, s.trace_state, s.flags, map(coalesce(s.attribute_keys, k.keys), {SPAN_VALUES}) AS attributes,
     s.attribute_types, s.dropped_attributes_count,
     s.events, s.dropped_events_count, s.links, s.dropped_links_count,
     r.attributes AS resource_attributes, sc.name AS scope_name, sc.version AS scope_version,
-    r.fingerprint AS resource_otlp, sc.fingerprint AS scope_otlp";
+    r.fingerprint AS resource_otlp, sc.fingerprint AS scope_otlp"
+    )
+}
 
 /// Why an export failed.
 #[derive(Debug, thiserror::Error)]
@@ -246,10 +251,11 @@ pub fn write_part(runner: &dyn QueryRunner, out_dir: &Path, part: &Part) -> Resu
     let file = std::fs::File::create(&partial).map_err(io_error(&partial))?;
     let mut out = std::io::BufWriter::new(file);
     let sql = format!(
-        "SELECT {EXPORT_COLUMNS}
+        "SELECT {}
          FROM span_data s JOIN resources r USING (resource_id) JOIN scopes sc USING (scope_id)
          LEFT JOIN attribute_key_sets k ON k.key_set_id = s.attribute_key_set
          WHERE {}",
+        export_columns(),
         part.range.condition()
     );
     let written = runner

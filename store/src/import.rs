@@ -217,7 +217,7 @@ fn span_batch(exported: &RecordBatch) -> Result<SpanBatch, String> {
 }
 
 /// The span attribute columns (key set, values, type letters) of exported attribute maps.
-fn key_set_columns(attributes: &ArrayRef, types: &ArrayRef) -> Result<([ArrayRef; 4], Vec<KeySet>), String> {
+fn key_set_columns(attributes: &ArrayRef, types: &ArrayRef) -> Result<([ArrayRef; 5], Vec<KeySet>), String> {
     let maps = attributes
         .as_any()
         .downcast_ref::<MapArray>()

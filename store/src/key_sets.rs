@@ -46,12 +46,15 @@ pub(crate) fn column<T: Array + 'static>(array: &dyn Array) -> &T {
         .expect("the query fixes the column types")
 }
 
-/// SQL for the value text of attribute `key` of the `span_data s` row, NULL when the span has
-/// no such key, with one `?` to bind to `key`: its position in each key set, as a list literal
-/// indexed by key set id so that a scan needs no join, or in the span's own keys when its key
-/// set was not stored. Read it in the same transaction as the spans, so that it covers every
-/// key set they use.
-pub(crate) fn attribute_value_sql(conn: &Connection, key: &str) -> Result<String, StoreError> {
+/// SQL that holds when attribute `key` of the `span_data s` row has value text `value`, with
+/// its parameters. The value's position comes from a list literal indexed by key set id, so that
+/// a scan needs no join, or from the span's own keys when its key set was not stored. Read it in
+/// the same transaction as the spans, so that it covers every key set they use.
+pub(crate) fn attribute_equals_sql(
+    conn: &Connection,
+    key: &str,
+    value: &str,
+) -> Result<(String, Vec<duckdb::types::Value>), StoreError> {
     let mut statement = conn.prepare_cached(
         "SELECT key_set_id, list_position(keys, ?) FROM attribute_key_sets
          WHERE list_contains(keys, ?) ORDER BY key_set_id",
@@ -60,15 +63,25 @@ pub(crate) fn attribute_value_sql(conn: &Connection, key: &str) -> Result<String
         .query_map([key, key], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<Result<_, _>>()?;
     let inline = "list_position(s.attribute_keys, ?)";
-    let Some(&(last, _)) = found.last() else {
-        return Ok(format!("s.attribute_values[{inline}]"));
+    let position = match found.last() {
+        None => inline.to_string(),
+        Some(&(last, _)) => {
+            let mut positions = vec!["NULL".to_string(); last as usize + 1];
+            for (id, position) in found {
+                positions[id as usize] = position.to_string();
+            }
+            format!(
+                "coalesce([{}][s.attribute_key_set + 1], {inline})",
+                positions.join(",")
+            )
+        }
     };
-    let mut positions = vec!["NULL".to_string(); last as usize + 1];
-    for (id, position) in found {
-        positions[id as usize] = position.to_string();
-    }
-    Ok(format!(
-        "s.attribute_values[coalesce([{}][s.attribute_key_set + 1], {inline})]",
-        positions.join(",")
-    ))
+    // Most spans fail the cheap substring test, and only the rest are split.
+    let sql = format!(
+        "(CASE WHEN s.attribute_text IS NULL THEN s.attribute_values[{position}]
+               WHEN contains(s.attribute_text, ?) THEN split_part(s.attribute_text, chr(31), {position})
+          END) = ?"
+    );
+    let text = |t: &str| duckdb::types::Value::Text(t.to_string());
+    Ok((sql, vec![text(key), text(value), text(key), text(value)]))
 }

@@ -17,6 +17,7 @@ use crate::attribute_text;
 use crate::ids::{SpanId, TraceId};
 use crate::indexer::Progress;
 use crate::key_sets;
+use crate::schema;
 use crate::summaries::TRACE_SUMMARIES;
 use crate::StoreError;
 
@@ -146,12 +147,13 @@ pub(crate) fn trace(
         true => ("events", "links"),
         false => ("NULL", "NULL"),
     };
+    let values = schema::SPAN_VALUES;
     let sql = format!(
         "SELECT span_id, parent_span_id, epoch_ns(start_time), duration_ns, span_name, span_kind,
                 status_code, status_message, resource_id, scope_id, trace_state, flags,
-                attribute_key_set, attribute_keys, attribute_values, attribute_types,
+                attribute_key_set, attribute_keys, {values}, attribute_types,
                 dropped_attributes_count, {events}, dropped_events_count, {links}, dropped_links_count
-         FROM span_data
+         FROM span_data s
          WHERE trace_id = CAST('{id}' AS UUID)
            AND start_time >= make_timestamp_ns({from_ns}) AND start_time <= make_timestamp_ns({to_ns})"
     );

@@ -8,16 +8,20 @@
 //! See docs/schema.md for the user-facing description; keep the two in step.
 
 /// Bumped whenever a table changes shape; a data directory of another version is refused.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// The table that records the schema version: created, and checked, before anything else.
 pub const META_DDL: &str =
     "CREATE TABLE IF NOT EXISTS ducktrace_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);";
 
+/// The value texts of span `s` as a list, in the order of its keys.
+pub const SPAN_VALUES: &str = "coalesce(s.attribute_values, string_split(s.attribute_text, chr(31)))";
+
 pub fn ddl() -> String {
     // Every attribute map is value texts plus one type letter per entry (attribute_text.rs).
     let attrs = "attributes MAP(VARCHAR, VARCHAR) NOT NULL, attribute_types VARCHAR NOT NULL";
     let nested_attrs = "attributes MAP(VARCHAR, VARCHAR), attribute_types VARCHAR";
+    let values = SPAN_VALUES;
     format!(
         r#"
 CREATE TABLE IF NOT EXISTS resources (
@@ -72,7 +76,10 @@ CREATE TABLE IF NOT EXISTS span_data (
     flags UINTEGER NOT NULL,
     attribute_key_set UINTEGER,
     attribute_keys VARCHAR[],
-    attribute_values VARCHAR[] NOT NULL,
+    -- The values joined by U+001F (columns::VALUE_SEPARATOR); NULL, and the values listed in
+    -- attribute_values instead, when one is NULL or holds that character, or there are none.
+    attribute_text VARCHAR USING COMPRESSION zstd,
+    attribute_values VARCHAR[],
     attribute_types VARCHAR NOT NULL,
     dropped_attributes_count UINTEGER NOT NULL,
     events STRUCT("time" TIMESTAMP_NS, name VARCHAR, {nested_attrs}, dropped_attributes_count UINTEGER)[] NOT NULL,
@@ -166,12 +173,12 @@ SELECT
     s.duration_ns,
     status_code_name(coalesce(s.status_code, 0)) AS status_code,
     s.status_message,
-    map(coalesce(s.attribute_keys, key_sets[s.attribute_key_set + 1]), s.attribute_values) AS attributes,
+    map(coalesce(s.attribute_keys, key_sets[s.attribute_key_set + 1]), {values}) AS attributes,
     s.attribute_types,
     -- The same attributes as two lists: attribute_values[list_position(attribute_keys, 'k')]
     -- reads a value without building each span's map, many times faster over many spans.
     coalesce(s.attribute_keys, key_sets[s.attribute_key_set + 1]) AS attribute_keys,
-    s.attribute_values,
+    {values} AS attribute_values,
     resource_maps[s.resource_id + 1] AS resource_attributes,
     scope_names[s.scope_id + 1] AS scope_name,
     scope_versions[s.scope_id + 1] AS scope_version,

@@ -362,10 +362,9 @@ fn span_filter(conn: &Connection, query: &TraceQuery) -> Result<SpanFilter, Stor
         params.push(Value::Text(operation.clone()));
     }
     for filter in &query.attributes {
-        let value = key_sets::attribute_value_sql(conn, &filter.key)?;
-        sql.push_str(&format!(" AND {value} = ?"));
-        params.push(Value::Text(filter.key.clone()));
-        params.push(Value::Text(filter.value.clone()));
+        let (equals, values) = key_sets::attribute_equals_sql(conn, &filter.key, &filter.value)?;
+        sql.push_str(&format!(" AND {equals}"));
+        params.extend(values);
     }
     Ok(SpanFilter { sql, params })
 }
