@@ -30,9 +30,11 @@ use crate::StoreError;
 /// How often new spans are indexed.
 pub const PASS_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Committed spans held for the indexer at most; past it the oldest are dropped and read back
-/// from the table when a pass needs them. About 300 bytes each in memory (the columns passes
-/// read), plus the events and links of the few spans that have any.
+/// Committed spans held for the indexer at most, and waiting in its inbox at most; past either
+/// the oldest are dropped, or the newest not sent, and read back from the table when a pass
+/// needs them. About 300 bytes each in memory (the columns passes read), plus the events and
+/// links of the few spans that have any. Also the most spans one pass takes at once, so that an
+/// indexer that fell behind catches up in bounded steps.
 const MAX_RECENT_ROWS: i64 = 512 * 1024;
 
 /// Held spans that start a round before [`PASS_INTERVAL`] is up, so that a fast writer does
@@ -159,6 +161,8 @@ enum Message {
 #[derive(Clone)]
 pub(crate) struct IndexerInbox {
     sender: mpsc::Sender<Message>,
+    /// Rows sent and not yet received: a pass slower than the writer must not let them pile up.
+    waiting: Arc<AtomicI64>,
     /// Positions in `span_schema` of the columns some pass reads.
     held: Arc<[usize]>,
 }
@@ -173,6 +177,12 @@ impl IndexerInbox {
     }
 
     pub(crate) fn committed(&self, spans: CommittedSpans) {
+        let rows = spans.columns.num_rows() as i64;
+        if self.waiting.fetch_add(rows, Ordering::AcqRel) + rows > MAX_RECENT_ROWS {
+            // The indexer is behind: it reads these spans back from the table.
+            self.waiting.fetch_sub(rows, Ordering::AcqRel);
+            return;
+        }
         // A stopped indexer reads the spans back on its next start.
         let _ = self.sender.send(Message::Committed(spans));
     }
@@ -314,11 +324,20 @@ impl Indexer {
         held.sort_unstable();
         held.dedup();
         let (sender, receiver) = mpsc::channel();
+        let waiting = Arc::new(AtomicI64::new(0));
         let inbox = IndexerInbox {
             sender,
+            waiting: waiting.clone(),
             held: held.into(),
         };
-        (inbox, Inbound { receiver, passes })
+        (
+            inbox,
+            Inbound {
+                receiver,
+                waiting,
+                passes,
+            },
+        )
     }
 
     /// Starts indexing; each pass's watermark is reported to `progress` as it commits.
@@ -345,14 +364,19 @@ impl Indexer {
 /// The receiving end of an [`IndexerInbox`], and the passes it feeds.
 pub(crate) struct Inbound {
     receiver: mpsc::Receiver<Message>,
+    waiting: Arc<AtomicI64>,
     passes: &'static [Pass],
 }
 
 fn run(conn: &Connection, inbound: Inbound, progress: &Progress) {
     let Inbound {
         receiver: messages,
+        waiting,
         passes,
     } = inbound;
+    let received = |spans: &CommittedSpans| {
+        waiting.fetch_sub(spans.columns.num_rows() as i64, Ordering::AcqRel);
+    };
     let mut recent = RecentSpans::default();
     let recent_calls = RefCell::new(RecentCalls::default());
     // Takes the spans committed since, indexes them, and says whether `Stop` came among them.
@@ -360,7 +384,10 @@ fn run(conn: &Connection, inbound: Inbound, progress: &Progress) {
         let mut stop = false;
         loop {
             match messages.try_recv() {
-                Ok(Message::Committed(spans)) => recent.push(spans),
+                Ok(Message::Committed(spans)) => {
+                    received(&spans);
+                    recent.push(spans);
+                }
                 Ok(Message::Stop) => stop = true,
                 Err(_) => break,
             }
@@ -394,6 +421,7 @@ fn run(conn: &Connection, inbound: Inbound, progress: &Progress) {
         let wait = next_round.saturating_duration_since(Instant::now());
         let stop = match messages.recv_timeout(wait) {
             Ok(Message::Committed(spans)) => {
+                received(&spans);
                 held_since_round += spans.columns.num_rows() as i64;
                 recent.push(spans);
                 false
@@ -431,6 +459,7 @@ fn run_pass(new_spans: &NewSpans<'_>, pass: &Pass, progress: &Progress) -> Resul
         } else {
             new
         };
+        let new = *new.start()..=(*new.end()).min(new.start() + MAX_RECENT_ROWS - 1);
         let lo = new.start() - 1;
         let (started, cpu_started) = (Instant::now(), thread_cpu_time());
         let indexed = (pass.run)(new_spans, lo, *new.end())?;
@@ -470,4 +499,40 @@ fn thread_cpu_time() -> Duration {
     // SAFETY: clock_gettime writes the calling thread's CPU clock into `now`, which we own.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
     Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use duckdb::arrow::array::{ArrayRef, Int64Array};
+
+    #[test]
+    fn an_indexer_that_falls_behind_is_sent_no_more_than_it_may_hold() {
+        let (inbox, inbound) = Indexer::inbox(&[]);
+        let rows = MAX_RECENT_ROWS / 4;
+        let commit = |n: i64| {
+            let column: ArrayRef = Arc::new(Int64Array::from(vec![0; rows as usize]));
+            inbox.committed(CommittedSpans {
+                first_rowid: n * rows,
+                columns: RecordBatch::try_from_iter([("x", column)]).unwrap(),
+            });
+        };
+        let sent = || -> Vec<i64> {
+            let batches = inbound.receiver.try_iter().map(|message| match message {
+                Message::Committed(spans) => spans.first_rowid / rows,
+                Message::Stop => unreachable!("nothing stops the indexer here"),
+            });
+            batches.collect()
+        };
+        (0..6).for_each(commit);
+        assert_eq!(
+            sent(),
+            [0, 1, 2, 3],
+            "the fifth and sixth batch are read back later"
+        );
+        // The indexer took them: room again.
+        inbound.waiting.store(0, Ordering::Release);
+        commit(6);
+        assert_eq!(sent(), [6]);
+    }
 }
