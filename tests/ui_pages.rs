@@ -190,9 +190,7 @@ fn search_finds_traces_and_escapes_span_data() {
         trace_id,
     );
     assert_escaped(&body);
-    let (status, _, body) = get(&server.ui_url(&format!("/search?{HOSTILE_RANGE}&attributes=a%3Db")));
-    assert_eq!(status, 200);
-    assert!(body.contains(r#"id="no-results""#), "{body}");
+    assert_no_results(&server, "a%3Db");
     for (filter, matches) in [
         ("status=error", true),
         ("min_duration=100ms", true),
@@ -211,6 +209,13 @@ fn search_finds_traces_and_escapes_span_data() {
     // The time range applies: the last hour holds nothing from 2023.
     let (_, _, body) = get(&server.ui_url("/search"));
     assert!(body.contains(r#"id="no-results""#), "{body}");
+}
+
+/// Asserts that searching the hostile range for `attributes` (URL-encoded) finds no trace.
+fn assert_no_results(server: &Server, attributes: &str) {
+    let (status, _, body) = get(&server.ui_url(&format!("/search?{HOSTILE_RANGE}&attributes={attributes}")));
+    assert_eq!(status, 200, "{attributes}: {body}");
+    assert!(body.contains(r#"id="no-results""#), "{attributes}: {body}");
 }
 
 /// Waits until the attribute indexer has built `blocks` Bloom filters.
@@ -256,9 +261,7 @@ fn attribute_search_reads_indexed_blocks_and_the_unindexed_tail() {
         "http.route%3D%2Fy",
         "index%3D100%20http.route%3D%2Fy",
     ] {
-        let (status, _, body) = get(&server.ui_url(&format!("/search?{HOSTILE_RANGE}&attributes={absent}")));
-        assert_eq!(status, 200, "{body}");
-        assert!(body.contains(r#"id="no-results""#), "{absent}: {body}");
+        assert_no_results(&server, absent);
     }
 }
 
@@ -370,9 +373,7 @@ fn values_that_cannot_be_joined_are_listed_and_read_back_and_found_the_same() {
         "index%3D10%20http.route%3Db",
         "index%3D13%20http.route%3D%22%22",
     ] {
-        let (status, _, body) = get(&server.ui_url(&format!("/search?{HOSTILE_RANGE}&attributes={absent}")));
-        assert_eq!(status, 200, "{body}");
-        assert!(body.contains(r#"id="no-results""#), "{absent}: {body}");
+        assert_no_results(&server, absent);
     }
 }
 
