@@ -227,6 +227,13 @@ fn wait_for_blooms(server: &Server, blocks: u64) {
     );
 }
 
+/// Whether each indexed block, in order, is plain (`attribute_index.rs`).
+fn assert_plain_blocks(server: &Server, plain: &[bool]) {
+    let blocks = server.sql("SELECT plain FROM attribute_blooms ORDER BY block");
+    let expected: Vec<[bool; 1]> = plain.iter().map(|&p| [p]).collect();
+    assert_eq!(blocks["rows"], serde_json::json!(expected));
+}
+
 /// The id of `synthetic_request(seed, …)`'s trace.
 fn synthetic_trace(seed: u8) -> String {
     format!("{seed:02x}{}", "07".repeat(15))
@@ -241,6 +248,8 @@ fn attribute_search_reads_indexed_blocks_and_the_unindexed_tail() {
         post_protobuf(&server, &synthetic_request(seed, 5000));
     }
     wait_for_blooms(&server, 1);
+    // Every span has joined values and a stored key set: searched by the plain condition.
+    assert_plain_blocks(&server, &[true]);
     // index=100: in the filtered block for traces 1 and 2, in the tail for trace 3;
     // index=4999: trace 1 in the block, traces 2 and 3 in the tail.
     for value in ["100", "4999"] {
@@ -284,6 +293,7 @@ fn spans_past_the_key_set_limit_keep_their_keys_inline_and_are_found() {
     spans[6000].attributes = vec![text("user.id", "u-43")];
     post_protobuf(&server, &request);
     wait_for_blooms(&server, 1);
+    assert_plain_blocks(&server, &[false]);
 
     let stored = server.sql(
         "SELECT (SELECT count(*) FROM attribute_key_sets), count(*) FILTER (WHERE attribute_key_set IS NULL)
@@ -336,6 +346,7 @@ fn values_that_cannot_be_joined_are_listed_and_read_back_and_found_the_same() {
     spans[13].attributes[1] = route(None);
     post_protobuf(&server, &request);
     wait_for_blooms(&server, 1);
+    assert_plain_blocks(&server, &[false]);
 
     let listed =
         server.sql("SELECT list(span_id ORDER BY span_id) FROM span_data WHERE attribute_text IS NULL");

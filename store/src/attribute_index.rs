@@ -56,12 +56,14 @@ fn index_full_blocks(new_spans: &NewSpans<'_>, lo: i64, hi: i64) -> Result<i64, 
     let conn = new_spans.conn;
     let key_sets = key_sets::stored_key_sets(conn, None)?;
     let mut insert = conn.prepare_cached(
-        "INSERT INTO attribute_blooms VALUES (?, make_timestamp_ns(?), make_timestamp_ns(?), CAST(? AS BIT))",
+        "INSERT INTO attribute_blooms (block, first_start, last_start, bloom, plain)
+         VALUES (?, make_timestamp_ns(?), make_timestamp_ns(?), CAST(? AS BIT), ?)",
     )?;
     for block in first..end {
         let start = block * BLOCK_ROWS;
         let mut hashes = Vec::new();
         let (mut first_start, mut last_start) = (i64::MAX, i64::MIN);
+        let mut plain = true;
         for batch in new_spans.columns(start..=start + BLOCK_ROWS - 1, &BLOCK_COLUMNS)? {
             let ids = key_sets::column::<UInt32Array>(batch.column(0));
             let texts = key_sets::column::<StringArray>(batch.column(1));
@@ -75,6 +77,7 @@ fn index_full_blocks(new_spans: &NewSpans<'_>, lo: i64, hi: i64) -> Result<i64, 
                         hashes.push(pair_hash(key, value));
                     }
                 };
+                plain &= ids.is_valid(row) && texts.is_valid(row);
                 if ids.is_valid(row) {
                     let id = ids.value(row);
                     let keys = key_sets.get(&id).ok_or(StoreError::Dangling {
@@ -96,9 +99,37 @@ fn index_full_blocks(new_spans: &NewSpans<'_>, lo: i64, hi: i64) -> Result<i64, 
         }
         hashes.sort_unstable();
         hashes.dedup();
-        insert.execute(duckdb::params![block, first_start, last_start, bloom(&hashes)])?;
+        insert.execute(duckdb::params![
+            block,
+            first_start,
+            last_start,
+            bloom(&hashes),
+            plain
+        ])?;
     }
     Ok(end * BLOCK_ROWS - 1)
+}
+
+/// Marks the blocks indexed before filters recorded whether a block is plain; once per store.
+pub(crate) fn mark_plain_blocks(conn: &Connection) -> Result<(), StoreError> {
+    let unmarked: i64 = conn.query_row(
+        "SELECT count(*) FROM attribute_blooms WHERE plain IS NULL",
+        [],
+        |row| row.get(0),
+    )?;
+    if unmarked > 0 {
+        conn.execute(
+            &format!(
+                "UPDATE attribute_blooms b SET plain = p.plain
+                 FROM (SELECT rowid // {BLOCK_ROWS} AS block,
+                              bool_and(attribute_key_set IS NOT NULL AND attribute_text IS NOT NULL) AS plain
+                       FROM span_data GROUP BY block) p
+                 WHERE b.block = p.block AND b.plain IS NULL"
+            ),
+            [],
+        )?;
+    }
+    Ok(())
 }
 
 /// FNV-1a of `key`, a NUL, and `value`.
@@ -136,6 +167,9 @@ pub(crate) struct Block {
     pub first_rowid: i64,
     pub last_rowid: i64,
     pub start_ns: Option<(i64, i64)>,
+    /// Every span has its values joined in `attribute_text` and a stored key set, so a search
+    /// can use the faster condition (`key_sets::AttributeEquals`).
+    pub plain: bool,
 }
 
 impl Block {
@@ -171,19 +205,20 @@ pub(crate) fn candidate_blocks(
     to_ns: i64,
 ) -> Result<Vec<Block>, StoreError> {
     let mut statement = conn.prepare_cached(
-        "SELECT block, epoch_ns(first_start), epoch_ns(last_start) FROM attribute_blooms
+        "SELECT block, epoch_ns(first_start), epoch_ns(last_start), coalesce(plain, false)
+         FROM attribute_blooms
          WHERE last_start >= make_timestamp_ns(?) AND first_start < make_timestamp_ns(?)
          ORDER BY block DESC",
     )?;
-    let in_range: Vec<(u32, i64, i64)> = statement
+    let in_range: Vec<(u32, i64, i64, bool)> = statement
         .query_map([from_ns, to_ns], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
         })?
         .collect::<Result<_, _>>()?;
     let filters = reader::cached(
         catalog,
         |catalog| &mut catalog.block_filters,
-        in_range.iter().map(|(block, _, _)| *block).collect(),
+        in_range.iter().map(|(block, ..)| *block).collect(),
         |blocks| stored_filters(conn, blocks),
     )?;
     let hash = pair_hash(key, value);
@@ -191,16 +226,18 @@ pub(crate) fn candidate_blocks(
         first_rowid: *tail.start(),
         last_rowid: *tail.end(),
         start_ns: None,
+        plain: false,
     });
     let filtered = in_range
         .into_iter()
-        .filter(|(block, _, _)| filters.get(block).is_some_and(|filter| holds(filter, hash)))
-        .map(|(block, earliest, latest)| {
+        .filter(|(block, ..)| filters.get(block).is_some_and(|filter| holds(filter, hash)))
+        .map(|(block, earliest, latest, plain)| {
             let first_rowid = i64::from(block) * BLOCK_ROWS;
             Block {
                 first_rowid,
                 last_rowid: first_rowid + BLOCK_ROWS - 1,
                 start_ns: Some((earliest, latest)),
+                plain,
             }
         });
     Ok(tail.into_iter().chain(filtered).collect())
@@ -241,6 +278,29 @@ mod tests {
             false_positives < 2000,
             "{false_positives} of 100000 absent pairs pass"
         );
+    }
+
+    #[test]
+    fn blocks_indexed_before_the_plain_flag_are_marked() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(&format!(
+            "CREATE TABLE span_data AS
+                 SELECT CAST(1 AS UINTEGER) AS attribute_key_set, 'a' AS attribute_text FROM range(3 * {BLOCK_ROWS});
+             UPDATE span_data SET attribute_text = NULL WHERE rowid = {BLOCK_ROWS} + 5;
+             UPDATE span_data SET attribute_key_set = NULL WHERE rowid = 3 * {BLOCK_ROWS} - 1;
+             CREATE TABLE attribute_blooms (block BIGINT, plain BOOLEAN);
+             INSERT INTO attribute_blooms VALUES (0, NULL), (1, NULL), (2, NULL);"
+        ))
+        .unwrap();
+        mark_plain_blocks(&conn).unwrap();
+        let marked: Vec<bool> = conn
+            .prepare("SELECT plain FROM attribute_blooms ORDER BY block")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(marked, [true, false, false]);
     }
 
     #[test]

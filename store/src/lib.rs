@@ -141,6 +141,7 @@ impl Store {
         conn.execute_batch(schema::META_DDL)?;
         check_schema_version(&conn, &path)?;
         conn.execute_batch(&schema::ddl())?;
+        attribute_index::mark_plain_blocks(&conn)?;
         let memory_limit = &config.memory_limit;
         if !memory_limit
             .chars()

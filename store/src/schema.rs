@@ -145,6 +145,10 @@ CREATE TABLE IF NOT EXISTS attribute_blooms (
     last_start TIMESTAMP_NS NOT NULL,
     bloom BIT NOT NULL
 );
+-- Whether every span of the block has its values in attribute_text and a stored key set, which
+-- lets a search skip the list columns; NULL in blocks indexed by builds before it, until the
+-- store's next open marks them (attribute_index.rs).
+ALTER TABLE attribute_blooms ADD COLUMN IF NOT EXISTS plain BOOLEAN;
 
 -- Every (service, operation) pair seen, for pickers; appended by the trace summarizer.
 CREATE TABLE IF NOT EXISTS operations (

@@ -18,7 +18,7 @@ use duckdb::Connection;
 use crate::attribute_index::{self, Block, ATTRIBUTE_BLOOMS};
 use crate::ids::TraceId;
 use crate::indexer::Progress;
-use crate::key_sets;
+use crate::key_sets::{self, Condition};
 use crate::reader::Catalog;
 use crate::StoreError;
 
@@ -338,10 +338,21 @@ fn attribute_blocks(
 /// Beyond this many blocks, an order other than newest-first reads the whole time range at once.
 const MAX_SCANNED_BLOCKS: usize = 64;
 
-/// Span-level filters as SQL selecting the trace ids of `span_data s`, with their parameters.
+/// Span-level filters as SQL selecting the trace ids of `span_data s`: one form for any span,
+/// one for the spans of a plain block (`key_sets::AttributeEquals`).
 struct SpanFilter {
-    sql: String,
-    params: Vec<Value>,
+    any_span: Condition,
+    plain_span: Condition,
+}
+
+impl SpanFilter {
+    fn for_block(&self, block: &Block) -> &Condition {
+        if block.plain {
+            &self.plain_span
+        } else {
+            &self.any_span
+        }
+    }
 }
 
 fn span_filter(conn: &Connection, query: &TraceQuery) -> Result<SpanFilter, StoreError> {
@@ -361,12 +372,19 @@ fn span_filter(conn: &Connection, query: &TraceQuery) -> Result<SpanFilter, Stor
         sql.push_str(" AND span_name = ?");
         params.push(Value::Text(operation.clone()));
     }
+    let mut any_span = Condition { sql, params };
+    let mut plain_span = any_span.clone();
     for filter in &query.attributes {
-        let (equals, values) = key_sets::attribute_equals_sql(conn, &filter.key, &filter.value)?;
-        sql.push_str(&format!(" AND {equals}"));
-        params.extend(values);
+        let equals = key_sets::attribute_equals(conn, &filter.key, &filter.value)?;
+        for (form, condition) in [
+            (&mut any_span, equals.any_span),
+            (&mut plain_span, equals.plain_span),
+        ] {
+            form.sql.push_str(&format!(" AND {}", condition.sql));
+            form.params.extend(condition.params);
+        }
     }
-    Ok(SpanFilter { sql, params })
+    Ok(SpanFilter { any_span, plain_span })
 }
 
 /// The ids (UUID text) of the traces with a span matching every span-level filter in these blocks: one
@@ -378,13 +396,13 @@ fn matching_traces(
 ) -> Result<Vec<String>, StoreError> {
     let branches: Vec<String> = blocks
         .iter()
-        .map(|block| format!("{} AND {}", filter.sql, block.condition()))
+        .map(|block| format!("{} AND {}", filter.for_block(block).sql, block.condition()))
         .collect();
     let sql = format!(
         "SELECT DISTINCT CAST(trace_id AS VARCHAR) FROM ({})",
         branches.join(" UNION ALL ")
     );
-    let all_params = std::iter::repeat_n(&filter.params, blocks.len()).flatten();
+    let all_params = blocks.iter().flat_map(|block| &filter.for_block(block).params);
     let mut statement = conn.prepare(&sql)?;
     let ids = statement
         .query_map(duckdb::params_from_iter(all_params), |row| {
@@ -443,8 +461,8 @@ fn summaries(
         params.push(Value::Text(service.clone()));
     }
     if let Some(SpanScope::TimeRange(filter)) = spans {
-        sql.push_str(&format!(" AND trace_id IN ({})", filter.sql));
-        params.extend(filter.params.iter().cloned());
+        sql.push_str(&format!(" AND trace_id IN ({})", filter.any_span.sql));
+        params.extend(filter.any_span.params.iter().cloned());
     }
     sql.push_str(" ORDER BY ");
     sql.push_str(query.order.order_by());
