@@ -33,9 +33,13 @@ pub const PASS_INTERVAL: Duration = Duration::from_secs(2);
 /// Committed spans held for the indexer at most, and waiting in its inbox at most; past either
 /// the oldest are dropped, or the newest not sent, and read back from the table when a pass
 /// needs them. About 300 bytes each in memory (the columns passes read), plus the events and
-/// links of the few spans that have any. Also the most spans one pass takes at once, so that an
-/// indexer that fell behind catches up in bounded steps.
-const MAX_RECENT_ROWS: i64 = 512 * 1024;
+/// links of the few spans that have any.
+const MAX_HELD_ROWS: i64 = 256 * 1024;
+
+/// The most spans one pass takes at once, so that an indexer that fell behind catches up in
+/// bounded steps. Larger than what is held: some passes cost a scan of their table per pass
+/// (the summaries' merge), so fewer, larger passes catch up sooner.
+const MAX_PASS_ROWS: i64 = 512 * 1024;
 
 /// Held spans that start a round before [`PASS_INTERVAL`] is up, so that a fast writer does
 /// not fill the memory the indexer may hold.
@@ -178,7 +182,7 @@ impl IndexerInbox {
 
     pub(crate) fn committed(&self, spans: CommittedSpans) {
         let rows = spans.columns.num_rows() as i64;
-        if self.waiting.fetch_add(rows, Ordering::AcqRel) + rows > MAX_RECENT_ROWS {
+        if self.waiting.fetch_add(rows, Ordering::AcqRel) + rows > MAX_HELD_ROWS {
             // The indexer is behind: it reads these spans back from the table.
             self.waiting.fetch_sub(rows, Ordering::AcqRel);
             return;
@@ -209,7 +213,7 @@ impl RecentSpans {
         }
         self.batches.push_back((spans.first_rowid, spans.columns));
         while let (Some((first, _)), Some(end)) = (self.batches.front(), self.end()) {
-            if end - first <= MAX_RECENT_ROWS {
+            if end - first <= MAX_HELD_ROWS {
                 break;
             }
             self.batches.pop_front();
@@ -459,7 +463,7 @@ fn run_pass(new_spans: &NewSpans<'_>, pass: &Pass, progress: &Progress) -> Resul
         } else {
             new
         };
-        let new = *new.start()..=(*new.end()).min(new.start() + MAX_RECENT_ROWS - 1);
+        let new = *new.start()..=(*new.end()).min(new.start() + MAX_PASS_ROWS - 1);
         let lo = new.start() - 1;
         let (started, cpu_started) = (Instant::now(), thread_cpu_time());
         let indexed = (pass.run)(new_spans, lo, *new.end())?;
@@ -509,7 +513,7 @@ mod tests {
     #[test]
     fn an_indexer_that_falls_behind_is_sent_no_more_than_it_may_hold() {
         let (inbox, inbound) = Indexer::inbox(&[]);
-        let rows = MAX_RECENT_ROWS / 4;
+        let rows = MAX_HELD_ROWS / 4;
         let commit = |n: i64| {
             let column: ArrayRef = Arc::new(Int64Array::from(vec![0; rows as usize]));
             inbox.committed(CommittedSpans {
