@@ -146,8 +146,8 @@ CREATE TABLE IF NOT EXISTS attribute_blooms (
     bloom BIT NOT NULL
 );
 -- Whether every span of the block has its values in attribute_text and a stored key set, which
--- lets a search skip the list columns; NULL in blocks indexed by builds before it, until the
--- store's next open marks them (attribute_index.rs).
+-- lets a search skip the list columns. Blocks indexed by earlier builds get it from the open
+-- that adds the column (attribute_index.rs mark_plain_blocks).
 ALTER TABLE attribute_blooms ADD COLUMN IF NOT EXISTS plain BOOLEAN;
 
 -- Every (service, operation) pair seen, for pickers; appended by the trace summarizer.
