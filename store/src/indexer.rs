@@ -33,7 +33,8 @@ pub const PASS_INTERVAL: Duration = Duration::from_secs(2);
 /// Committed spans held for the indexer at most, and waiting in its inbox at most; past either
 /// the oldest are dropped, or the newest not sent, and read back from the table when a pass
 /// needs them. About 300 bytes each in memory (the columns passes read), plus the events and
-/// links of the few spans that have any.
+/// links of the few spans that have any. Also how far behind the slowest pass the writer still
+/// sends spans: further ahead, they would wait in memory for passes that read the table.
 const MAX_HELD_ROWS: i64 = 256 * 1024;
 
 /// The most spans one pass takes at once, so that an indexer that fell behind catches up in
@@ -147,6 +148,15 @@ impl Progress {
         let watermark = self.watermark(pass).load(Ordering::Acquire);
         rows_after(watermark, self.span_rows() - 1)
     }
+
+    /// The last rowid every pass over `span_data` has indexed.
+    fn indexed_through(&self) -> i64 {
+        self.watermarks
+            .iter()
+            .map(|(_, watermark)| watermark.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(i64::MAX)
+    }
 }
 
 /// Spans the writer has just committed: the `span_data` columns some pass reads (stored ids in
@@ -169,9 +179,16 @@ pub(crate) struct IndexerInbox {
     waiting: Arc<AtomicI64>,
     /// Positions in `span_schema` of the columns some pass reads.
     held: Arc<[usize]>,
+    progress: Arc<Progress>,
 }
 
 impl IndexerInbox {
+    /// Whether spans from rowid `first_rowid` on are worth keeping for the indexer: not when its
+    /// slowest pass is so far behind that it reads them back from the table anyway.
+    pub(crate) fn wants(&self, first_rowid: i64) -> bool {
+        first_rowid - self.progress.indexed_through() <= MAX_HELD_ROWS
+    }
+
     /// The columns of appended `span_data` rows (in `span_schema` order) that some pass reads;
     /// the writer keeps only these until its commit.
     pub(crate) fn columns_read(&self, appended: &RecordBatch) -> RecordBatch {
@@ -318,7 +335,7 @@ pub(crate) struct Indexer {
 impl Indexer {
     /// The inbox for the writer, and the receiving end to start the indexer running `passes`
     /// with.
-    pub(crate) fn inbox(passes: &'static [Pass]) -> (IndexerInbox, Inbound) {
+    pub(crate) fn inbox(passes: &'static [Pass], progress: Arc<Progress>) -> (IndexerInbox, Inbound) {
         let schema = span_schema();
         let mut held: Vec<usize> = passes
             .iter()
@@ -333,6 +350,7 @@ impl Indexer {
             sender,
             waiting: waiting.clone(),
             held: held.into(),
+            progress,
         };
         (
             inbox,
@@ -435,6 +453,7 @@ fn run(conn: &Connection, inbound: Inbound, progress: &Progress) {
         };
         // Checked after every message too: a busy writer would never let the wait time out.
         if stop || Instant::now() >= next_round || held_since_round >= ROUND_ROWS {
+            let indexed_before = progress.indexed_through();
             // A round takes what the writer committed last, so a stop indexes that too.
             if round(&mut recent) || stop {
                 if let Err(error) = conn.execute_batch("CHECKPOINT") {
@@ -442,7 +461,16 @@ fn run(conn: &Connection, inbound: Inbound, progress: &Progress) {
                 }
                 break;
             }
-            next_round = Instant::now() + PASS_INTERVAL;
+            // Far behind, the indexer is sent nothing (`IndexerInbox::wants`) that would start
+            // the next round: it goes on at once while its passes make headway.
+            let behind = progress.span_rows() - 1 - progress.indexed_through() > MAX_HELD_ROWS;
+            let headway = progress.indexed_through() > indexed_before;
+            let pause = if behind && headway {
+                Duration::ZERO
+            } else {
+                PASS_INTERVAL
+            };
+            next_round = Instant::now() + pause;
             held_since_round = 0;
         }
     }
@@ -510,17 +538,37 @@ mod tests {
     use super::*;
     use duckdb::arrow::array::{ArrayRef, Int64Array};
 
+    fn progress(watermarks: &[i64]) -> Arc<Progress> {
+        Arc::new(Progress {
+            span_rows: AtomicI64::new(0),
+            watermarks: watermarks
+                .iter()
+                .map(|&watermark| ("pass", AtomicI64::new(watermark)))
+                .collect(),
+        })
+    }
+
+    fn spans(first_rowid: i64, rows: i64) -> CommittedSpans {
+        let column: ArrayRef = Arc::new(Int64Array::from(vec![0; rows as usize]));
+        CommittedSpans {
+            first_rowid,
+            columns: RecordBatch::try_from_iter([("x", column)]).unwrap(),
+        }
+    }
+
+    #[test]
+    fn spans_are_kept_for_the_indexer_only_near_its_slowest_pass() {
+        let (inbox, _inbound) = Indexer::inbox(&[], progress(&[5_000, 1_000]));
+        assert!(inbox.wants(1_001));
+        assert!(inbox.wants(1_000 + MAX_HELD_ROWS));
+        assert!(!inbox.wants(1_001 + MAX_HELD_ROWS));
+    }
+
     #[test]
     fn an_indexer_that_falls_behind_is_sent_no_more_than_it_may_hold() {
-        let (inbox, inbound) = Indexer::inbox(&[]);
+        let (inbox, inbound) = Indexer::inbox(&[], progress(&[]));
         let rows = MAX_HELD_ROWS / 4;
-        let commit = |n: i64| {
-            let column: ArrayRef = Arc::new(Int64Array::from(vec![0; rows as usize]));
-            inbox.committed(CommittedSpans {
-                first_rowid: n * rows,
-                columns: RecordBatch::try_from_iter([("x", column)]).unwrap(),
-            });
-        };
+        let commit = |n: i64| inbox.committed(spans(n * rows, rows));
         let sent = || -> Vec<i64> {
             let batches = inbound.receiver.try_iter().map(|message| match message {
                 Message::Committed(spans) => spans.first_rowid / rows,

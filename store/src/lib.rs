@@ -163,7 +163,7 @@ impl Store {
         // Nothing in ducktrace reads or writes files through SQL, so no query can either.
         conn.execute_batch("SET enable_external_access = false; SET lock_configuration = true;")?;
         let progress = Arc::new(indexer::Progress::load(&conn, INDEX_PASSES)?);
-        let (inbox, inbound) = indexer::Indexer::inbox(INDEX_PASSES);
+        let (inbox, inbound) = indexer::Indexer::inbox(INDEX_PASSES, progress.clone());
         let (writer, writer_thread) = writer::spawn(
             conn.try_clone()?,
             &path,

@@ -711,8 +711,9 @@ impl Applier {
                         let columns = columns.slice(pending.skip, take);
                         // Imported spans keep the nested types they were read with; the
                         // indexer reads those back from the table instead.
-                        let for_indexer = Arc::ptr_eq(&columns.schema(), &span_schema())
-                            .then(|| self.indexer.columns_read(&columns));
+                        let for_indexer = (Arc::ptr_eq(&columns.schema(), &span_schema())
+                            && self.indexer.wants(self.next_rowid + rows as i64))
+                        .then(|| self.indexer.columns_read(&columns));
                         appended.push((take, for_indexer));
                         spans.append_record_batch(columns)?;
                         rows += take;
