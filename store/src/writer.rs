@@ -709,8 +709,9 @@ impl Applier {
                         let columns = self.interners.columns_for(&pending.batch, &mut new)?;
                         let take = (pending.batch.len() - pending.skip).min(ROW_GROUP_SPANS - rows);
                         let columns = columns.slice(pending.skip, take);
-                        // Imported spans keep the nested types they were read with; the
-                        // indexer reads those back from the table instead.
+                        // Imported spans keep the nested types they were read with, and an
+                        // indexer far behind would not reach these before dropping them: it
+                        // reads them back from the table instead.
                         let for_indexer = (Arc::ptr_eq(&columns.schema(), &span_schema())
                             && self.indexer.wants(self.next_rowid + rows as i64))
                         .then(|| self.indexer.columns_read(&columns));
