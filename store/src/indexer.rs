@@ -42,6 +42,10 @@ const MAX_HELD_ROWS: i64 = 256 * 1024;
 /// (the summaries' merge), so fewer, larger passes catch up sooner.
 const MAX_PASS_ROWS: i64 = 512 * 1024;
 
+/// Spans the indexer may lag behind the writer before it says so in the log: trace search lists
+/// a trace only once it is summarized, so it misses the newest spans until the indexer catches up.
+const LAG_WARNING_ROWS: i64 = 1 << 20;
+
 /// Held spans that start a round before [`PASS_INTERVAL`] is up, so that a fast writer does
 /// not fill the memory the indexer may hold.
 const ROUND_ROWS: i64 = 128 * 1024;
@@ -147,6 +151,11 @@ impl Progress {
     pub(crate) fn unindexed(&self, pass: &Pass) -> Option<RangeInclusive<i64>> {
         let watermark = self.watermark(pass).load(Ordering::Acquire);
         rows_after(watermark, self.span_rows() - 1)
+    }
+
+    /// Committed spans some pass over `span_data` has not indexed yet.
+    fn unindexed_rows(&self) -> i64 {
+        self.span_rows() - 1 - self.indexed_through()
     }
 
     /// The last rowid every pass over `span_data` has indexed.
@@ -439,6 +448,7 @@ fn run(conn: &Connection, inbound: Inbound, progress: &Progress) {
     };
     let mut next_round = Instant::now();
     let mut held_since_round = 0;
+    let mut lag_logged = false;
     loop {
         let wait = next_round.saturating_duration_since(Instant::now());
         let stop = match messages.recv_timeout(wait) {
@@ -461,9 +471,20 @@ fn run(conn: &Connection, inbound: Inbound, progress: &Progress) {
                 }
                 break;
             }
+            let lag = progress.unindexed_rows();
+            if lag > LAG_WARNING_ROWS && !lag_logged {
+                tracing::warn!(
+                    lag,
+                    "indexing is behind the stored spans: trace search may miss spans until it catches up"
+                );
+                lag_logged = true;
+            } else if lag <= MAX_HELD_ROWS && lag_logged {
+                tracing::info!("indexing has caught up with the stored spans");
+                lag_logged = false;
+            }
             // Far behind, the indexer is sent nothing (`IndexerInbox::wants`) that would start
             // the next round: it goes on at once while its passes make headway.
-            let behind = progress.span_rows() - 1 - progress.indexed_through() > MAX_HELD_ROWS;
+            let behind = lag > MAX_HELD_ROWS;
             let headway = progress.indexed_through() > indexed_before;
             let pause = if behind && headway {
                 Duration::ZERO
