@@ -153,9 +153,9 @@ impl Progress {
         rows_after(watermark, self.span_rows() - 1)
     }
 
-    /// Committed spans some pass over `span_data` has not indexed yet.
-    fn unindexed_rows(&self) -> i64 {
-        self.span_rows() - 1 - self.indexed_through()
+    /// How many rows past the slowest pass over `span_data` rowid `rowid` lies.
+    fn rows_behind(&self, rowid: i64) -> i64 {
+        rowid - self.indexed_through()
     }
 
     /// The last rowid every pass over `span_data` has indexed.
@@ -195,7 +195,7 @@ impl IndexerInbox {
     /// Whether spans from rowid `first_rowid` on are worth keeping for the indexer: not when its
     /// slowest pass is so far behind that it reads them back from the table anyway.
     pub(crate) fn wants(&self, first_rowid: i64) -> bool {
-        first_rowid - self.progress.indexed_through() <= MAX_HELD_ROWS
+        self.progress.rows_behind(first_rowid) <= MAX_HELD_ROWS
     }
 
     /// The columns of appended `span_data` rows (in `span_schema` order) that some pass reads;
@@ -471,7 +471,7 @@ fn run(conn: &Connection, inbound: Inbound, progress: &Progress) {
                 }
                 break;
             }
-            let lag = progress.unindexed_rows();
+            let lag = progress.rows_behind(progress.span_rows() - 1);
             if lag > LAG_WARNING_ROWS && !lag_logged {
                 tracing::warn!(
                     lag,
@@ -482,8 +482,8 @@ fn run(conn: &Connection, inbound: Inbound, progress: &Progress) {
                 tracing::info!("indexing has caught up with the stored spans");
                 lag_logged = false;
             }
-            // Far behind, the indexer is sent nothing (`IndexerInbox::wants`) that would start
-            // the next round: it goes on at once while its passes make headway.
+            // Far behind, the indexer is sent nothing (`IndexerInbox::wants`, the same bound)
+            // that would start the next round: it goes on at once while its passes make headway.
             let behind = lag > MAX_HELD_ROWS;
             let headway = progress.indexed_through() > indexed_before;
             let pause = if behind && headway {
