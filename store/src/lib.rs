@@ -160,6 +160,7 @@ impl Store {
             "SET checkpoint_threshold = '{}MiB'",
             writer::CHECKPOINT_THRESHOLD_MIB
         ))?;
+        let indexer_conn = indexer::Indexer::connection(&conn)?;
         // Nothing in ducktrace reads or writes files through SQL, so no query can either.
         conn.execute_batch("SET enable_external_access = false; SET lock_configuration = true;")?;
         let progress = Arc::new(indexer::Progress::load(&conn, INDEX_PASSES)?);
@@ -172,7 +173,7 @@ impl Store {
             inbox.clone(),
             progress.clone(),
         )?;
-        let indexer = indexer::Indexer::start(conn.try_clone()?, inbox, inbound, progress.clone())?;
+        let indexer = indexer::Indexer::start(indexer_conn, inbox, inbound, progress.clone())?;
         let reader = Reader::new(
             conn,
             progress,

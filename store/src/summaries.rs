@@ -11,9 +11,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use duckdb::arrow::array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, FixedSizeBinaryArray, Int64Array, ListArray, MapBuilder,
-    RecordBatch, StringArray, StringBuilder, TimestampNanosecondArray, UInt64Array, UInt64Builder,
-    UInt8Array,
+    Array, ArrayRef, BooleanArray, FixedSizeBinaryArray, Int64Array, ListArray, MapBuilder, RecordBatch,
+    StringArray, StringBuilder, TimestampNanosecondArray, UInt64Array, UInt64Builder, UInt8Array,
 };
 use duckdb::arrow::buffer::Buffer;
 use duckdb::arrow::datatypes::{Field, Schema};
@@ -277,12 +276,10 @@ impl Summaries {
     }
 }
 
-/// The trace id of a row as 16 bytes, from the writer's column or from one read back from the
-/// table (see `NewSpans::columns`).
+/// The trace id of a row as 16 bytes (see `NewSpans::columns`).
 pub(crate) fn trace_id_at(trace_ids: &ArrayRef, row: usize) -> [u8; 16] {
-    let bytes = match trace_ids.as_any().downcast_ref::<FixedSizeBinaryArray>() {
-        Some(fixed) => fixed.value(row),
-        None => column::<BinaryArray>(trace_ids.as_ref()).value(row),
-    };
-    bytes.try_into().expect("trace ids are 16 bytes")
+    column::<FixedSizeBinaryArray>(trace_ids.as_ref())
+        .value(row)
+        .try_into()
+        .expect("trace ids are 16 bytes")
 }
