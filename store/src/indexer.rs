@@ -581,6 +581,39 @@ mod tests {
     }
 
     #[test]
+    fn trace_ids_read_back_from_the_table_are_the_bytes_the_writer_stored() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(&crate::schema::ddl()).unwrap();
+        conn.execute_batch(
+            "INSERT INTO span_data (trace_id, span_id, start_time, duration_ns, service_name,
+                 span_name, span_kind, status_message, resource_id, scope_id, trace_state, flags,
+                 attribute_types, dropped_attributes_count, events, dropped_events_count, links,
+                 dropped_links_count)
+             VALUES ('0102030405060708090a0b0c0d0e0f10', 1, TIMESTAMP_NS '2026-12-04 16:00:00', 1,
+                 'shop', 'GET', 2, '', 0, 0, '', 0, '', 0, [], 0, [], 0)",
+        )
+        .unwrap();
+        // As the store opens it: the indexer's connection first, then the lock.
+        let own = Indexer::connection(&conn).unwrap();
+        conn.execute_batch("SET lock_configuration = true").unwrap();
+        let recent = RecentSpans::default();
+        let recent_calls = RefCell::new(RecentCalls::default());
+        let new_spans = NewSpans {
+            conn: &own,
+            recent: &recent,
+            recent_calls: &recent_calls,
+        };
+        let batches = new_spans.columns(0..=0, &["trace_id", "span_name"]).unwrap();
+        let trace_ids = batches[0].column(0);
+        assert_eq!(
+            trace_ids.data_type(),
+            span_schema().field_with_name("trace_id").unwrap().data_type()
+        );
+        let expected: Vec<u8> = (1..=16).collect();
+        assert_eq!(crate::summaries::trace_id_at(trace_ids, 0).as_slice(), expected);
+    }
+
+    #[test]
     fn spans_are_kept_for_the_indexer_only_near_its_slowest_pass() {
         let (inbox, _inbound) = Indexer::inbox(&[], progress(&[5_000, 1_000]));
         assert!(inbox.wants(1_001));
