@@ -317,12 +317,8 @@ fn spans_past_the_key_set_limit_keep_their_keys_inline_and_are_found() {
             &synthetic_trace(9),
         );
     }
-    let (status, _, body) = get(&server.ui_url(&format!("/api/v3/traces/{}", synthetic_trace(9))));
-    assert_eq!(status, 200);
-    assert!(
-        body.contains(r#"{"key":"user.id","value":{"stringValue":"u-43"}}"#),
-        "{body}"
-    );
+    // Read back whole: inline keys with joined values, beside spans of the stored key set.
+    common::assert_stored_exactly(&server, &request);
 }
 
 #[test]
