@@ -11,7 +11,7 @@ use ducktrace_store::sql::output::{Encoder, Format};
 use ducktrace_store::sql::{BatchSink, Column, RowSink, SinkClosed};
 use ducktrace_store::{duckdb_value, Reader, TraceId};
 use opentelemetry_proto::tonic::trace::v1::TracesData;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::oneshot;
 
@@ -58,7 +58,15 @@ pub async fn trace(State(reader): State<Reader>, Path(trace_id): Path<String>) -
             format!("trace {trace_id} not found"),
         ));
     }
-    Ok(Json(json!({"result": TracesData { resource_spans }})).into_response())
+    let result = TracesData { resource_spans };
+    Ok(Json(TraceAnswer { result }).into_response())
+}
+
+/// The answer to a trace read, serialized directly: `json!` built the whole trace as a
+/// `serde_json::Value` first (~0.1 ms of a 2.8 ms read at 10M spans).
+#[derive(Serialize)]
+struct TraceAnswer {
+    result: TracesData,
 }
 
 #[derive(Deserialize)]
