@@ -25,6 +25,8 @@ use crate::otlp_wire::{Fields, SpanFields, WireError};
 /// The service name OTel SDKs report when none is configured.
 pub const UNKNOWN_SERVICE: &str = "unknown_service";
 
+/// Position of `start_time` in `span_schema`.
+pub(crate) const START_TIME_COLUMN: usize = 3;
 /// Positions of the id columns the writer fills in (see `span_schema`).
 pub(crate) const RESOURCE_ID_COLUMN: usize = 10;
 pub(crate) const SCOPE_ID_COLUMN: usize = 11;

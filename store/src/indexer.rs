@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -97,6 +97,11 @@ impl Pass {
     }
 }
 
+/// The smallest range holding both.
+pub(crate) fn widest(a: &RangeInclusive<i64>, b: &RangeInclusive<i64>) -> RangeInclusive<i64> {
+    *a.start().min(b.start())..=*a.end().max(b.end())
+}
+
 /// The rowids after `watermark` up to `last`, if any.
 fn rows_after(watermark: i64, last: i64) -> Option<RangeInclusive<i64>> {
     (last > watermark).then_some(watermark + 1..=last)
@@ -109,30 +114,93 @@ pub(crate) struct Progress {
     span_rows: AtomicI64,
     /// The watermark of each pass over `span_data`, by pass name.
     watermarks: Vec<(&'static str, AtomicI64)>,
+    /// The start times of the spans some pass has not indexed yet, per commit, oldest first.
+    /// A rowid range does not let DuckDB skip row groups, a start-time range does: looking a
+    /// trace up among the spans not yet summarized took 7 ms at 10M spans, and 1 ms with it.
+    recent_starts: Mutex<VecDeque<CommitStarts>>,
+}
+
+/// The range of start times of the spans committed up to `last_rowid`, after the entry before.
+#[derive(Clone)]
+struct CommitStarts {
+    last_rowid: i64,
+    starts: RangeInclusive<i64>,
+}
+
+/// Every start time a span can have: OTLP times are unsigned, and the writer refuses those
+/// past `i64::MAX` nanoseconds.
+pub(crate) const ANY_START: RangeInclusive<i64> = 0..=i64::MAX;
+
+/// Commits whose start-time ranges are kept apart; older ones merge into one wider range.
+const RECENT_COMMITS: usize = 64;
+
+/// Spans committed but not yet indexed by a pass.
+pub(crate) struct Tail {
+    pub rowids: RangeInclusive<i64>,
+    /// Every one of them starts within this range (epoch nanoseconds).
+    pub starts: RangeInclusive<i64>,
 }
 
 impl Progress {
     /// The progress stored in `conn`'s database, for `passes`.
     pub(crate) fn load(conn: &Connection, passes: &[Pass]) -> Result<Self, StoreError> {
-        let span_rows = conn.query_row("SELECT count(*) FROM span_data", [], |row| row.get(0))?;
+        let span_rows: i64 = conn.query_row("SELECT count(*) FROM span_data", [], |row| row.get(0))?;
         let mut watermarks = Vec::new();
         for pass in passes.iter().filter(|pass| pass.follows_spans()) {
             let watermark: i64 =
                 conn.query_row(STORED_WATERMARK, [pass.watermark_key()], |row| row.get(0))?;
             watermarks.push((pass.name, AtomicI64::new(watermark)));
         }
-        Ok(Self {
+        let progress = Self {
             span_rows: AtomicI64::new(span_rows),
             watermarks,
-        })
+            recent_starts: Mutex::default(),
+        };
+        if let Some(rowids) = rows_after(progress.indexed_through(), span_rows - 1) {
+            let (first, last): (Option<i64>, Option<i64>) = conn.query_row(
+                "SELECT min(epoch_ns(start_time)), max(epoch_ns(start_time)) FROM span_data
+                 WHERE rowid BETWEEN ? AND ?",
+                [rowids.start(), rowids.end()],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )?;
+            if let Some((first, last)) = first.zip(last) {
+                progress.recent_starts().push_back(CommitStarts {
+                    last_rowid: *rowids.end(),
+                    starts: first..=last,
+                });
+            }
+        }
+        Ok(progress)
     }
 
     pub(crate) fn span_rows(&self) -> i64 {
         self.span_rows.load(Ordering::Acquire)
     }
 
-    /// Called by the writer once `span_rows` rows are committed.
-    pub(crate) fn committed(&self, span_rows: i64) {
+    fn recent_starts(&self) -> std::sync::MutexGuard<'_, VecDeque<CommitStarts>> {
+        self.recent_starts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Called by the writer once `span_rows` rows are committed, the new ones (if any)
+    /// starting within `starts`.
+    pub(crate) fn committed(&self, span_rows: i64, starts: Option<RangeInclusive<i64>>) {
+        let mut recent = self.recent_starts();
+        if let Some(starts) = starts {
+            recent.push_back(CommitStarts {
+                last_rowid: span_rows - 1,
+                starts,
+            });
+        }
+        let indexed = self.indexed_through();
+        while recent.front().is_some_and(|commit| commit.last_rowid <= indexed) {
+            recent.pop_front();
+        }
+        if recent.len() > RECENT_COMMITS {
+            let oldest = recent.pop_front().expect("more than one entry");
+            let next = recent.front_mut().expect("more than one entry");
+            next.starts = widest(&oldest.starts, &next.starts);
+        }
+        // Stored while the lock is held, so a reader that sees the rows sees their starts.
         self.span_rows.store(span_rows, Ordering::Release);
     }
 
@@ -148,9 +216,18 @@ impl Progress {
     /// The `span_data` rowids committed but not yet indexed by `pass`, if any. Every span
     /// before them is indexed in any snapshot taken after this call (a pass commits before it
     /// reports its watermark), so read this before the query's transaction begins.
-    pub(crate) fn unindexed(&self, pass: &Pass) -> Option<RangeInclusive<i64>> {
+    pub(crate) fn unindexed(&self, pass: &Pass) -> Option<Tail> {
         let watermark = self.watermark(pass).load(Ordering::Acquire);
-        rows_after(watermark, self.span_rows() - 1)
+        let recent = self.recent_starts();
+        let rowids = rows_after(watermark, self.span_rows() - 1)?;
+        // Entries are dropped only once every pass is past them, so these cover the rows.
+        let starts = recent
+            .iter()
+            .filter(|commit| commit.last_rowid > watermark)
+            .map(|commit| commit.starts.clone())
+            .reduce(|a, b| widest(&a, &b))
+            .unwrap_or(ANY_START);
+        Some(Tail { rowids, starts })
     }
 
     /// How many rows past the slowest pass over `span_data` rowid `rowid` lies.
@@ -569,6 +646,7 @@ mod tests {
                 .iter()
                 .map(|&watermark| ("pass", AtomicI64::new(watermark)))
                 .collect(),
+            recent_starts: Mutex::default(),
         })
     }
 
@@ -580,19 +658,42 @@ mod tests {
         }
     }
 
-    #[test]
-    fn trace_ids_read_back_from_the_table_are_the_bytes_the_writer_stored() {
+    /// A store in memory holding one span of trace 0102…10 per start time (epoch nanoseconds).
+    fn store_with_spans(starts: &[i64]) -> Connection {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(&crate::schema::ddl()).unwrap();
-        conn.execute_batch(
-            "INSERT INTO span_data (trace_id, span_id, start_time, duration_ns, service_name,
-                 span_name, span_kind, status_message, resource_id, scope_id, trace_state, flags,
-                 attribute_types, dropped_attributes_count, events, dropped_events_count, links,
-                 dropped_links_count)
-             VALUES ('0102030405060708090a0b0c0d0e0f10', 1, TIMESTAMP_NS '2026-12-04 16:00:00', 1,
-                 'shop', 'GET', 2, '', 0, 0, '', 0, '', 0, [], 0, [], 0)",
+        conn.execute_batch(crate::schema::META_DDL).unwrap();
+        for start in starts {
+            conn.execute(
+                "INSERT INTO span_data (trace_id, span_id, start_time, duration_ns, service_name,
+                     span_name, span_kind, status_message, resource_id, scope_id, trace_state,
+                     flags, attribute_types, dropped_attributes_count, events,
+                     dropped_events_count, links, dropped_links_count)
+                 VALUES ('0102030405060708090a0b0c0d0e0f10', 1, make_timestamp_ns(?), 1,
+                     'shop', 'GET', 2, '', 0, 0, '', 0, '', 0, [], 0, [], 0)",
+                [start],
+            )
+            .unwrap();
+        }
+        conn
+    }
+
+    #[test]
+    fn a_store_opened_with_spans_not_yet_indexed_knows_when_they_start() {
+        let conn = store_with_spans(&[3_000, 1_000, 2_000]);
+        conn.execute(
+            "INSERT INTO ducktrace_meta VALUES (?, '0')",
+            [crate::summaries::TRACE_SUMMARIES.watermark_key()],
         )
         .unwrap();
+        let progress = Progress::load(&conn, &[crate::summaries::TRACE_SUMMARIES]).unwrap();
+        let tail = progress.unindexed(&crate::summaries::TRACE_SUMMARIES).unwrap();
+        assert_eq!((tail.rowids, tail.starts), (1..=2, 1_000..=2_000));
+    }
+
+    #[test]
+    fn trace_ids_read_back_from_the_table_are_the_bytes_the_writer_stored() {
+        let conn = store_with_spans(&[1_796_400_000_000_000_000]);
         // As the store opens it: the indexer's connection first, then the lock.
         let own = Indexer::connection(&conn).unwrap();
         conn.execute_batch("SET lock_configuration = true").unwrap();
@@ -611,6 +712,33 @@ mod tests {
         );
         let expected: Vec<u8> = (1..=16).collect();
         assert_eq!(crate::summaries::trace_id_at(trace_ids, 0).as_slice(), expected);
+    }
+
+    #[test]
+    fn the_tail_a_pass_has_not_indexed_comes_with_the_start_times_of_its_spans() {
+        const PASS: Pass = Pass {
+            name: "pass",
+            source: "span_data",
+            columns: &[],
+            run: |_, _, hi| Ok(hi),
+        };
+        let progress = progress(&[99]);
+        let tail = || progress.unindexed(&PASS).map(|tail| (tail.rowids, tail.starts));
+        assert!(tail().is_none());
+        progress.committed(200, Some(1_000..=2_000));
+        progress.committed(300, Some(500..=600));
+        assert_eq!(tail(), Some((100..=299, 500..=2_000)));
+        // Past the first commit: its spans no longer widen the range.
+        progress.watermark(&PASS).store(199, Ordering::Release);
+        progress.committed(301, Some(3_000..=3_000));
+        assert_eq!(tail(), Some((200..=300, 500..=3_000)));
+        // Many small commits merge into fewer, wider ranges, which still cover every span.
+        for rowid in 301..301 + 3 * RECENT_COMMITS as i64 {
+            progress.committed(rowid + 1, Some(rowid * 10..=rowid * 10));
+        }
+        assert!(progress.recent_starts().len() <= RECENT_COMMITS);
+        let last = 300 + 3 * RECENT_COMMITS as i64;
+        assert_eq!(tail(), Some((200..=last, 500..=last * 10)));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use duckdb::types::{TimeUnit, Value};
-use duckdb::Connection;
+use duckdb::{Connection, OptionalExt};
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
@@ -16,7 +16,7 @@ use prost::Message;
 use crate::attribute_text;
 use crate::columns;
 use crate::ids::{SpanId, TraceId};
-use crate::indexer::Progress;
+use crate::indexer::{Progress, Tail};
 use crate::key_sets;
 use crate::summaries::TRACE_SUMMARIES;
 use crate::StoreError;
@@ -29,34 +29,49 @@ struct TraceWindow {
 }
 
 /// Where one trace's spans can be, in two steps: `trace_summaries` covers every span up to the
-/// summarizer's watermark, and the few spans after it are looked up by rowid. Trace ids are
-/// random, so a bare `trace_id =` scans every row group; a start-time range lets zone maps skip
-/// all but the trace's own. Values are inlined because DuckDB turns only constants, not
-/// parameters, into the scan filters that prune. Spans not yet summarized, and summaries
-/// written before the count existed, may have events or links.
+/// summarizer's watermark, and the few spans after it are looked up by rowid and start time.
+/// Trace ids are random, so a bare `trace_id =` scans every row group; a start-time range lets
+/// zone maps skip all but the trace's own. Values are inlined because DuckDB turns only
+/// constants, not parameters, into the scan filters that prune. Spans not yet summarized, and
+/// summaries written before the count existed, may have events or links.
 fn trace_window(conn: &Connection, progress: &Progress, id: &str) -> Result<Option<TraceWindow>, StoreError> {
     let summary = format!(
         "SELECT epoch_ns(start_time) AS lo, epoch_ns(start_time) + duration_ns AS hi,
-                coalesce(spans_with_events_or_links, 1) AS nested
+                coalesce(spans_with_events_or_links, 1) > 0 AS nested
          FROM trace_summaries WHERE trace_id = CAST('{id}' AS UUID)"
     );
+    // With every span summarized, the one summary is the window: the statement that adds the
+    // tail took 0.65 ms where this takes 0.4 at 10M spans.
     let sql = match progress.unindexed(&TRACE_SUMMARIES) {
-        None => format!("SELECT min(lo), max(hi), sum(nested) > 0 FROM ({summary})"),
-        Some(tail) => format!(
-            "SELECT min(lo), max(hi), sum(nested) > 0 FROM ({summary}
+        None => summary,
+        Some(Tail { rowids, starts }) => format!(
+            "SELECT min(lo), max(hi), bool_or(nested) FROM ({summary}
              UNION ALL
-             SELECT epoch_ns(start_time), epoch_ns(start_time), 1 FROM span_data
-             WHERE rowid BETWEEN {} AND {} AND trace_id = CAST('{id}' AS UUID))",
-            tail.start(),
-            tail.end()
+             SELECT epoch_ns(start_time), epoch_ns(start_time), true FROM span_data
+             WHERE rowid BETWEEN {} AND {}
+               AND start_time BETWEEN make_timestamp_ns({}) AND make_timestamp_ns({})
+               AND trace_id = CAST('{id}' AS UUID))",
+            rowids.start(),
+            rowids.end(),
+            starts.start(),
+            starts.end()
         ),
     };
-    let (from_ns, to_ns, events_or_links): (Option<i64>, Option<i64>, Option<bool>) =
-        conn.query_row(&sql, [], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
-    Ok(from_ns.zip(to_ns).map(|(from_ns, to_ns)| TraceWindow {
-        from_ns,
-        to_ns,
-        events_or_links: events_or_links.unwrap_or(true),
+    let window = conn
+        .query_row(&sql, [], |row| {
+            Ok((
+                row.get::<_, Option<i64>>(0)?,
+                row.get::<_, Option<i64>>(1)?,
+                row.get::<_, Option<bool>>(2)?,
+            ))
+        })
+        .optional()?;
+    Ok(window.and_then(|(from_ns, to_ns, events_or_links)| {
+        Some(TraceWindow {
+            from_ns: from_ns?,
+            to_ns: to_ns?,
+            events_or_links: events_or_links.unwrap_or(true),
+        })
     }))
 }
 

@@ -238,7 +238,7 @@ pub(crate) fn search(
     query: &TraceQuery,
 ) -> Result<Vec<TraceSummary>, StoreError> {
     // Before the snapshot, so that the snapshot holds every block filter this counts as made.
-    let unfiltered = progress.unindexed(&ATTRIBUTE_BLOOMS);
+    let unfiltered = progress.unindexed(&ATTRIBUTE_BLOOMS).map(|tail| tail.rowids);
     // One snapshot, so that the attribute key positions read first cover every span read later.
     crate::in_transaction(conn, || search_in_snapshot(conn, catalog, unfiltered, query))
 }

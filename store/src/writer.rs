@@ -20,6 +20,7 @@
 //! checkpoint work cost about a fifth of the ingest rate (BENCHMARKS.md, twelfth session).
 
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -27,7 +28,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use duckdb::arrow::array::{ArrayRef, BinaryArray, RecordBatch, StringArray, UInt32Array};
+use duckdb::arrow::array::{
+    Array, ArrayRef, BinaryArray, RecordBatch, StringArray, TimestampNanosecondArray, UInt32Array,
+};
 use duckdb::arrow::datatypes::{DataType, Field, Schema};
 use duckdb::{Connection, OptionalExt};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
@@ -35,9 +38,10 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use crate::attribute_text;
 use crate::batch::{
     span_schema, SpanBatch, INLINE_KEYS_COLUMN, KEY_SET_COLUMN, RESOURCE_ID_COLUMN, SCOPE_ID_COLUMN,
+    START_TIME_COLUMN,
 };
 use crate::columns::{attribute_fields, inline_keys, key_set_rows, AttributeColumn, KeySet};
-use crate::indexer::{CommittedSpans, IndexerInbox, Progress};
+use crate::indexer::{widest, CommittedSpans, IndexerInbox, Progress, ANY_START};
 use crate::ingest_log::{self, LogPosition, LogWriter};
 use crate::StoreError;
 
@@ -696,6 +700,7 @@ impl Applier {
         let mut appended = Vec::new();
         let mut position = self.position;
         let mut rows = 0;
+        let mut starts: Option<RangeInclusive<i64>> = None;
         let mut unflushed = 0;
         let fill_until = Instant::now() + FILL_FOR;
         let result = (|| {
@@ -716,6 +721,9 @@ impl Applier {
                             && self.indexer.wants(self.next_rowid + rows as i64))
                         .then(|| self.indexer.columns_read(&columns));
                         appended.push((take, for_indexer));
+                        if let Some(new) = start_times(&columns) {
+                            starts = Some(starts.take().map_or(new.clone(), |old| widest(&old, &new)));
+                        }
                         spans.append_record_batch(columns)?;
                         rows += take;
                         unflushed += take;
@@ -796,7 +804,7 @@ impl Applier {
                 self.indexer.committed(CommittedSpans { first_rowid, columns });
             }
         }
-        self.progress.committed(self.next_rowid);
+        self.progress.committed(self.next_rowid, starts);
         if rows >= LOAD_SPANS {
             self.under_load.store(true, Ordering::Relaxed);
         }
@@ -812,6 +820,18 @@ impl Applier {
         tracing::trace!(rows, "committed");
         Ok(filled)
     }
+}
+
+/// The range of the start times of `columns` (in `span_schema` order), if it has rows; any
+/// start when an imported file's column is not in nanoseconds, as readers only narrow scans
+/// with it.
+fn start_times(columns: &RecordBatch) -> Option<RangeInclusive<i64>> {
+    let column = columns.column(START_TIME_COLUMN);
+    let Some(starts) = column.as_any().downcast_ref::<TimestampNanosecondArray>() else {
+        return Some(ANY_START);
+    };
+    let values = starts.values();
+    Some(*values.iter().min()?..=*values.iter().max()?)
 }
 
 /// The part of `pending` not yet committed, if any; a batch wholly committed (it was replayed
