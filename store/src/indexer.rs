@@ -135,6 +135,7 @@ pub(crate) const ANY_START: RangeInclusive<i64> = 0..=i64::MAX;
 const RECENT_COMMITS: usize = 64;
 
 /// Spans committed but not yet indexed by a pass.
+#[derive(Clone)]
 pub(crate) struct Tail {
     pub rowids: RangeInclusive<i64>,
     /// Every one of them starts within this range (epoch nanoseconds).

@@ -8,7 +8,6 @@
 //! range's start on.
 
 use std::fmt;
-use std::ops::RangeInclusive;
 use std::str::FromStr;
 use std::sync::Mutex;
 
@@ -17,7 +16,7 @@ use duckdb::Connection;
 
 use crate::attribute_index::{self, Block, ATTRIBUTE_BLOOMS};
 use crate::ids::TraceId;
-use crate::indexer::Progress;
+use crate::indexer::{Progress, Tail};
 use crate::key_sets::{self, Condition};
 use crate::reader::Catalog;
 use crate::StoreError;
@@ -238,7 +237,7 @@ pub(crate) fn search(
     query: &TraceQuery,
 ) -> Result<Vec<TraceSummary>, StoreError> {
     // Before the snapshot, so that the snapshot holds every block filter this counts as made.
-    let unfiltered = progress.unindexed(&ATTRIBUTE_BLOOMS).map(|tail| tail.rowids);
+    let unfiltered = progress.unindexed(&ATTRIBUTE_BLOOMS);
     // One snapshot, so that the attribute key positions read first cover every span read later.
     crate::in_transaction(conn, || search_in_snapshot(conn, catalog, unfiltered, query))
 }
@@ -246,7 +245,7 @@ pub(crate) fn search(
 fn search_in_snapshot(
     conn: &Connection,
     catalog: &Mutex<Catalog>,
-    unfiltered: Option<RangeInclusive<i64>>,
+    unfiltered: Option<Tail>,
     query: &TraceQuery,
 ) -> Result<Vec<TraceSummary>, StoreError> {
     let filter = span_filter(conn, query)?;
@@ -271,10 +270,7 @@ fn search_in_snapshot(
             continue;
         }
         traces = summaries(conn, query, Some(SpanScope::Traces(&found)))?;
-        let older_latest = blocks[scanned..]
-            .iter()
-            .map(|block| block.latest_start_ns())
-            .max();
+        let older_latest = blocks[scanned..].iter().map(|block| *block.starts.end()).max();
         let full = traces.len() >= query.limit.min(MAX_LIMIT);
         match (older_latest, traces.last()) {
             (None, _) => break,
@@ -313,7 +309,7 @@ enum SpanScope<'a> {
 fn attribute_blocks(
     conn: &Connection,
     catalog: &Mutex<Catalog>,
-    unfiltered: Option<RangeInclusive<i64>>,
+    unfiltered: Option<Tail>,
     query: &TraceQuery,
 ) -> Result<Option<Vec<Block>>, StoreError> {
     let mut best: Option<Vec<Block>> = None;
