@@ -693,6 +693,40 @@ mod tests {
     }
 
     #[test]
+    fn a_trace_read_finds_spans_not_yet_summarized_by_the_start_times_of_their_commits() {
+        let conn = store_with_spans(&[3_000, 1_000, 2_000]);
+        // An empty resource and scope: their stored bytes are a zero length.
+        conn.execute_batch(
+            "INSERT INTO resources VALUES (0, 'shop', MAP {}, '', 0, '', '\\x00'::BLOB);
+             INSERT INTO scopes VALUES (0, '', '', MAP {}, '', 0, '', '\\x00'::BLOB);",
+        )
+        .unwrap();
+        let passes = [crate::summaries::TRACE_SUMMARIES];
+        let catalog = std::sync::Mutex::default();
+        let trace_id = "0102030405060708090a0b0c0d0e0f10".parse().unwrap();
+        let spans = |progress: &Progress| {
+            let groups = crate::reader::trace(&conn, &catalog, progress, trace_id).unwrap();
+            let spans = groups.iter().flat_map(|g| &g.scope_spans).flat_map(|s| &s.spans);
+            let mut starts: Vec<u64> = spans.map(|span| span.start_time_unix_nano).collect();
+            starts.sort_unstable();
+            starts
+        };
+        // Nothing is summarized: the range comes from the table when the store opens…
+        let progress = Progress::load(&conn, &passes).unwrap();
+        assert_eq!(spans(&progress), [1_000, 2_000, 3_000]);
+        // …and from the writer for each commit after it, while the older ranges still count.
+        conn.execute(
+            "INSERT INTO span_data SELECT * REPLACE (make_timestamp_ns(9_000) AS start_time)
+             FROM span_data WHERE rowid = 0",
+            [],
+        )
+        .unwrap();
+        assert_eq!(spans(&progress), [1_000, 2_000, 3_000], "not committed yet");
+        progress.committed(4, Some(9_000..=9_000));
+        assert_eq!(spans(&progress), [1_000, 2_000, 3_000, 9_000]);
+    }
+
+    #[test]
     fn trace_ids_read_back_from_the_table_are_the_bytes_the_writer_stored() {
         let conn = store_with_spans(&[1_796_400_000_000_000_000]);
         // As the store opens it: the indexer's connection first, then the lock.
