@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -121,7 +121,6 @@ pub(crate) struct Progress {
 }
 
 /// The range of start times of the spans committed up to `last_rowid`, after the entry before.
-#[derive(Clone)]
 struct CommitStarts {
     last_rowid: i64,
     starts: RangeInclusive<i64>,
@@ -178,7 +177,7 @@ impl Progress {
         self.span_rows.load(Ordering::Acquire)
     }
 
-    fn recent_starts(&self) -> std::sync::MutexGuard<'_, VecDeque<CommitStarts>> {
+    fn recent_starts(&self) -> MutexGuard<'_, VecDeque<CommitStarts>> {
         self.recent_starts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -221,7 +220,8 @@ impl Progress {
         let watermark = self.watermark(pass).load(Ordering::Acquire);
         let recent = self.recent_starts();
         let rowids = rows_after(watermark, self.span_rows() - 1)?;
-        // Entries are dropped only once every pass is past them, so these cover the rows.
+        // Entries are dropped only once every pass is past them: a row they no longer cover is
+        // indexed in the snapshot the caller takes next.
         let starts = recent
             .iter()
             .filter(|commit| commit.last_rowid > watermark)

@@ -722,7 +722,10 @@ impl Applier {
                         .then(|| self.indexer.columns_read(&columns));
                         appended.push((take, for_indexer));
                         if let Some(new) = start_times(&columns) {
-                            starts = Some(starts.take().map_or(new.clone(), |old| widest(&old, &new)));
+                            starts = Some(match starts.take() {
+                                Some(old) => widest(&old, &new),
+                                None => new,
+                            });
                         }
                         spans.append_record_batch(columns)?;
                         rows += take;
