@@ -133,12 +133,28 @@ pub(crate) const ANY_START: RangeInclusive<i64> = 0..=i64::MAX;
 /// Commits whose start-time ranges are kept apart; older ones merge into one wider range.
 const RECENT_COMMITS: usize = 64;
 
-/// Spans committed but not yet indexed by a pass.
-#[derive(Clone)]
-pub(crate) struct Tail {
+/// A run of `span_data` rows, and the range of their start times.
+#[derive(Debug, Clone)]
+pub(crate) struct SpanRange {
     pub rowids: RangeInclusive<i64>,
     /// Every one of them starts within this range (epoch nanoseconds).
     pub starts: RangeInclusive<i64>,
+}
+
+impl SpanRange {
+    /// The SQL condition selecting these rows of `span_data s`. The start-time bounds add
+    /// nothing to the result, but let DuckDB skip the row groups and vectors outside them, which
+    /// rowids alone do not: at 10M spans a Bloom block took 4.4 instead of 10 ms to scan, and a
+    /// trace's spans not yet summarized 1 instead of 7 ms to look up.
+    pub(crate) fn condition(&self) -> String {
+        format!(
+            "s.rowid BETWEEN {} AND {} AND s.start_time BETWEEN make_timestamp_ns({}) AND make_timestamp_ns({})",
+            self.rowids.start(),
+            self.rowids.end(),
+            self.starts.start(),
+            self.starts.end()
+        )
+    }
 }
 
 impl Progress {
@@ -216,7 +232,7 @@ impl Progress {
     /// The `span_data` rowids committed but not yet indexed by `pass`, if any. Every span
     /// before them is indexed in any snapshot taken after this call (a pass commits before it
     /// reports its watermark), so read this before the query's transaction begins.
-    pub(crate) fn unindexed(&self, pass: &Pass) -> Option<Tail> {
+    pub(crate) fn unindexed(&self, pass: &Pass) -> Option<SpanRange> {
         let watermark = self.watermark(pass).load(Ordering::Acquire);
         let recent = self.recent_starts();
         let rowids = rows_after(watermark, self.span_rows() - 1)?;
@@ -228,7 +244,7 @@ impl Progress {
             .map(|commit| commit.starts.clone())
             .reduce(|a, b| widest(&a, &b))
             .unwrap_or(ANY_START);
-        Some(Tail { rowids, starts })
+        Some(SpanRange { rowids, starts })
     }
 
     /// How many rows past the slowest pass over `span_data` rowid `rowid` lies.

@@ -16,7 +16,7 @@ use duckdb::Connection;
 
 use crate::attribute_index::{self, Block, ATTRIBUTE_BLOOMS};
 use crate::ids::TraceId;
-use crate::indexer::{Progress, Tail};
+use crate::indexer::{Progress, SpanRange};
 use crate::key_sets::{self, Condition};
 use crate::reader::Catalog;
 use crate::StoreError;
@@ -245,7 +245,7 @@ pub(crate) fn search(
 fn search_in_snapshot(
     conn: &Connection,
     catalog: &Mutex<Catalog>,
-    unfiltered: Option<Tail>,
+    unfiltered: Option<SpanRange>,
     query: &TraceQuery,
 ) -> Result<Vec<TraceSummary>, StoreError> {
     let filter = span_filter(conn, query)?;
@@ -270,7 +270,10 @@ fn search_in_snapshot(
             continue;
         }
         traces = summaries(conn, query, Some(SpanScope::Traces(&found)))?;
-        let older_latest = blocks[scanned..].iter().map(|block| *block.starts.end()).max();
+        let older_latest = blocks[scanned..]
+            .iter()
+            .map(|block| *block.spans.starts.end())
+            .max();
         let full = traces.len() >= query.limit.min(MAX_LIMIT);
         match (older_latest, traces.last()) {
             (None, _) => break,
@@ -309,7 +312,7 @@ enum SpanScope<'a> {
 fn attribute_blocks(
     conn: &Connection,
     catalog: &Mutex<Catalog>,
-    unfiltered: Option<Tail>,
+    unfiltered: Option<SpanRange>,
     query: &TraceQuery,
 ) -> Result<Option<Vec<Block>>, StoreError> {
     let mut best: Option<Vec<Block>> = None;
@@ -392,7 +395,7 @@ fn matching_traces(
 ) -> Result<Vec<String>, StoreError> {
     let branches: Vec<String> = blocks
         .iter()
-        .map(|block| format!("{} AND {}", filter.for_block(block).sql, block.condition()))
+        .map(|block| format!("{} AND {}", filter.for_block(block).sql, block.spans.condition()))
         .collect();
     let sql = format!(
         "SELECT DISTINCT CAST(trace_id AS VARCHAR) FROM ({})",
