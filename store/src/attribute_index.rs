@@ -5,8 +5,7 @@
 //! scanning every span's attribute values costs seconds at 10M spans. A block's filter is built
 //! once the writer has filled it (spans get consecutive rowids and are never deleted), by an
 //! indexer pass; the spans after the last full block are few and always searched directly.
-//! Pairs are hashed in Rust with FNV-1a, which never changes, so stored filters stay valid
-//! across DuckDB versions.
+//! Pairs are hashed in Rust ([`bloom`]), so stored filters stay valid across DuckDB versions.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use duckdb::arrow::array::{Array, ListArray, StringArray, TimestampNanosecondArray, UInt32Array};
 use duckdb::Connection;
 
+use crate::bloom;
 use crate::columns::span_values;
 use crate::indexer::{NewSpans, Pass, SpanRange};
 use crate::key_sets;
@@ -22,11 +22,6 @@ use crate::StoreError;
 
 /// Spans per filter: four DuckDB vectors. Smaller blocks prune finer but cost more filters.
 pub(crate) const BLOCK_ROWS: i64 = 8192;
-/// Bits per distinct pair (rounded up to a power of two per block): with [`PROBES`] probes
-/// about 1% of the blocks without the pair are read anyway.
-const BITS_PER_PAIR: usize = 10;
-const PROBES: u64 = 7;
-const MIN_BITS: usize = 1024;
 
 /// What a block's filter is made of: each span's key set, values and start time. The pairs are
 /// put together and hashed here: unnesting and de-duplicating them in SQL took four times longer.
@@ -102,7 +97,7 @@ fn index_full_blocks(new_spans: &NewSpans<'_>, lo: i64, hi: i64) -> Result<i64, 
             block,
             first_start,
             last_start,
-            bloom(&hashes),
+            filter_of(&hashes),
             plain
         ])?;
     }
@@ -131,32 +126,16 @@ pub(crate) fn mark_plain_blocks(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// FNV-1a of `key`, a NUL, and `value`.
+/// The hash of `key`, a NUL, and `value`.
 fn pair_hash(key: &str, value: &str) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in key.bytes().chain([0]).chain(value.bytes()) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
+    bloom::fnv1a(key.bytes().chain([0]).chain(value.bytes()))
 }
 
-/// The bit positions of a pair in a filter of `bits` bits (double hashing).
-fn probes(hash: u64, bits: u64) -> impl Iterator<Item = u64> {
-    let (h1, h2) = (hash & 0xffff_ffff, hash >> 32);
-    (0..PROBES).map(move |i| (h1 + i * h2) % bits)
-}
-
-/// A filter holding `hashes`, as bytes in DuckDB's `BIT` order (first bit = high bit of byte 0).
-fn bloom(hashes: &[u64]) -> Vec<u8> {
-    let bits = (hashes.len() * BITS_PER_PAIR).max(MIN_BITS).next_power_of_two();
-    let mut bytes = vec![0u8; bits / 8];
-    for &hash in hashes {
-        for bit in probes(hash, bits as u64) {
-            bytes[(bit / 8) as usize] |= 0x80 >> (bit % 8);
-        }
-    }
-    bytes
+/// A filter holding `hashes` (about 1% of the blocks without a pair are read anyway).
+fn filter_of(hashes: &[u64]) -> Vec<u8> {
+    let mut filter = bloom::empty(hashes.len());
+    hashes.iter().for_each(|&hash| bloom::insert(&mut filter, hash));
+    filter
 }
 
 /// Spans that may hold an attribute pair.
@@ -201,7 +180,11 @@ pub(crate) fn candidate_blocks(
     let tail = unfiltered.map(|spans| Block { spans, plain: false });
     let filtered = in_range
         .into_iter()
-        .filter(|(block, ..)| filters.get(block).is_some_and(|filter| holds(filter, hash)))
+        .filter(|(block, ..)| {
+            filters
+                .get(block)
+                .is_some_and(|filter| bloom::holds(filter, hash))
+        })
         .map(|(block, earliest, latest, plain)| {
             let first_rowid = i64::from(block) * BLOCK_ROWS;
             Block {
@@ -227,30 +210,9 @@ fn stored_filters(conn: &Connection, blocks: &[u32]) -> Result<HashMap<u32, Arc<
     Ok(filters)
 }
 
-/// Whether `filter` may hold the pair hashed to `hash`.
-fn holds(filter: &[u8], hash: u64) -> bool {
-    probes(hash, filter.len() as u64 * 8).all(|bit| filter[(bit / 8) as usize] & (0x80 >> (bit % 8)) != 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_filter_holds_what_was_put_in() {
-        let hashes: Vec<u64> = (0..5000)
-            .map(|i| pair_hash("user.id", &format!("user-{i}")))
-            .collect();
-        let filter = bloom(&hashes);
-        assert!(hashes.iter().all(|&hash| holds(&filter, hash)));
-        let false_positives = (5000..105_000)
-            .filter(|i| holds(&filter, pair_hash("user.id", &format!("user-{i}"))))
-            .count();
-        assert!(
-            false_positives < 2000,
-            "{false_positives} of 100000 absent pairs pass"
-        );
-    }
 
     #[test]
     fn blocks_indexed_before_the_plain_flag_are_marked() {

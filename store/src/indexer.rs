@@ -25,6 +25,7 @@ use duckdb::Connection;
 
 use crate::batch::span_schema;
 use crate::edges::RecentCalls;
+use crate::summaries::SummarizedTraces;
 use crate::StoreError;
 
 /// How often new spans are indexed.
@@ -386,6 +387,7 @@ pub(crate) struct NewSpans<'a> {
     pub conn: &'a Connection,
     recent: &'a RecentSpans,
     pub recent_calls: &'a RefCell<RecentCalls>,
+    pub summarized_traces: &'a RefCell<SummarizedTraces>,
 }
 
 impl NewSpans<'_> {
@@ -507,6 +509,7 @@ fn run(conn: &Connection, inbound: Inbound, progress: &Progress) {
     };
     let mut recent = RecentSpans::default();
     let recent_calls = RefCell::new(RecentCalls::default());
+    let summarized_traces = RefCell::new(SummarizedTraces::default());
     // Takes the spans committed since, indexes them, and says whether `Stop` came among them.
     let round = |recent: &mut RecentSpans| {
         let mut stop = false;
@@ -524,6 +527,7 @@ fn run(conn: &Connection, inbound: Inbound, progress: &Progress) {
             conn,
             recent,
             recent_calls: &recent_calls,
+            summarized_traces: &summarized_traces,
         };
         let mut indexed_through = i64::MAX;
         for pass in passes {
@@ -680,19 +684,63 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(&crate::schema::ddl()).unwrap();
         conn.execute_batch(crate::schema::META_DDL).unwrap();
-        for start in starts {
-            conn.execute(
-                "INSERT INTO span_data (trace_id, span_id, start_time, duration_ns, service_name,
-                     span_name, span_kind, status_message, resource_id, scope_id, trace_state,
-                     flags, attribute_types, dropped_attributes_count, events,
-                     dropped_events_count, links, dropped_links_count)
-                 VALUES ('0102030405060708090a0b0c0d0e0f10', 1, make_timestamp_ns(?), 1,
-                     'shop', 'GET', 2, '', 0, 0, '', 0, '', 0, [], 0, [], 0)",
-                [start],
-            )
-            .unwrap();
+        for &start in starts {
+            add_span(&conn, "0102030405060708090a0b0c0d0e0f10", start);
         }
         conn
+    }
+
+    fn add_span(conn: &Connection, trace_id: &str, start: i64) {
+        conn.execute(
+            "INSERT INTO span_data (trace_id, span_id, start_time, duration_ns, service_name,
+                 span_name, span_kind, status_message, resource_id, scope_id, trace_state,
+                 flags, attribute_types, dropped_attributes_count, events,
+                 dropped_events_count, links, dropped_links_count)
+             VALUES (CAST(? AS UUID), 1, make_timestamp_ns(?), 1,
+                 'shop', 'GET', 2, '', 0, 0, '', 0, '', 0, [], 0, [], 0)",
+            duckdb::params![trace_id, start],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_trace_summarized_over_several_passes_and_a_restart_has_one_summary() {
+        const OLD: &str = "0102030405060708090a0b0c0d0e0f10";
+        const NEW: &str = "0f0e0d0c0b0a09080706050403020101";
+        let conn = store_with_spans(&[2_000]);
+        let own = Indexer::connection(&conn).unwrap();
+        let passes = [crate::summaries::TRACE_SUMMARIES];
+        let progress = Progress::load(&conn, &passes).unwrap();
+        let recent = RecentSpans::default();
+        let recent_calls = RefCell::new(RecentCalls::default());
+        let summarize = |summarized: &RefCell<SummarizedTraces>| {
+            let new_spans = NewSpans {
+                conn: &own,
+                recent: &recent,
+                recent_calls: &recent_calls,
+                summarized_traces: summarized,
+            };
+            run_pass(&new_spans, &passes[0], &progress).unwrap();
+        };
+        let summarized = RefCell::new(SummarizedTraces::default());
+        summarize(&summarized);
+        add_span(&conn, OLD, 1_000);
+        add_span(&conn, NEW, 5_000);
+        summarize(&summarized);
+        // After a restart the filter starts out empty and reads the stored trace ids.
+        add_span(&conn, OLD, 3_000);
+        summarize(&RefCell::new(SummarizedTraces::default()));
+        let summaries: Vec<(String, u64, i64)> = conn
+            .prepare(
+                "SELECT replace(CAST(trace_id AS VARCHAR), '-', ''), span_count, epoch_ns(start_time)
+                 FROM trace_summaries ORDER BY trace_id",
+            )
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(summaries, [(OLD.into(), 3, 1_000), (NEW.into(), 1, 5_000)]);
     }
 
     #[test]
@@ -750,10 +798,12 @@ mod tests {
         conn.execute_batch("SET lock_configuration = true").unwrap();
         let recent = RecentSpans::default();
         let recent_calls = RefCell::new(RecentCalls::default());
+        let summarized_traces = RefCell::new(SummarizedTraces::default());
         let new_spans = NewSpans {
             conn: &own,
             recent: &recent,
             recent_calls: &recent_calls,
+            summarized_traces: &summarized_traces,
         };
         let batches = new_spans.columns(0..=0, &["trace_id", "span_name"]).unwrap();
         let trace_ids = batches[0].column(0);

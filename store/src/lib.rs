@@ -4,6 +4,7 @@
 mod attribute_index;
 mod attribute_text;
 mod batch;
+mod bloom;
 mod columns;
 mod edges;
 pub mod export;

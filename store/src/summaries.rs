@@ -6,8 +6,14 @@
 //! summary of the same trace: counts add up, the time span widens, the root is the earliest span
 //! without a parent (or the earliest span while none has arrived). Spans of one trace arriving
 //! minutes apart therefore cost nothing extra, however old the trace.
+//!
+//! Finding the stored summaries to merge with must not read every stored trace id, or each
+//! pass costs more as the store grows. A Bloom filter of the summarized trace ids
+//! ([`SummarizedTraces`]) tells most new traces apart; the others are looked for among the
+//! summaries that start near them, and by trace id for what that misses.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use duckdb::arrow::array::{
@@ -15,10 +21,13 @@ use duckdb::arrow::array::{
     StringArray, StringBuilder, TimestampNanosecondArray, UInt64Array, UInt64Builder, UInt8Array,
 };
 use duckdb::arrow::buffer::Buffer;
+use duckdb::arrow::compute::{filter_record_batch, not};
 use duckdb::arrow::datatypes::{Field, Schema};
+use duckdb::{Appender, Connection};
 
 use crate::batch::trace_id_field;
-use crate::indexer::{NewSpans, Pass};
+use crate::bloom;
+use crate::indexer::{widest, NewSpans, Pass};
 use crate::key_sets::column;
 use crate::StoreError;
 
@@ -43,19 +52,23 @@ const SPAN_COLUMNS: [&str; 9] = [
     "links",
 ];
 
-/// A pass's summaries land here first (same columns as `trace_summaries`), one row per trace.
+/// A pass's summaries of traces that may have a stored summary land here first (same columns
+/// as `trace_summaries`), one row per trace; `stored_parts` gets the stored summaries of those
+/// that do, and where they are.
 const FRESH_TABLES: &str = "
 CREATE TEMP TABLE IF NOT EXISTS fresh_summaries AS SELECT * FROM trace_summaries LIMIT 0;
+CREATE TEMP TABLE IF NOT EXISTS stored_parts AS
+    SELECT rowid AS stored_rowid, * FROM trace_summaries LIMIT 0;
 CREATE TEMP TABLE IF NOT EXISTS fresh_operations AS SELECT * FROM operations LIMIT 0;";
 
-/// Traces both fresh and stored, merged, into the temporary table `touched_summaries`; then
-/// the stored rows replaced by the merged ones and the traces new to the store added.
-const MERGE_FRESH: &str = "
+/// The stored and fresh parts of the traces with both, merged and stored (the stored parts are
+/// deleted first).
+const MERGE_PARTS: &str = "
 CREATE OR REPLACE TEMP TABLE touched_summaries AS
 WITH parts AS (
-    SELECT * FROM fresh_summaries SEMI JOIN trace_summaries USING (trace_id)
+    SELECT * FROM fresh_summaries SEMI JOIN stored_parts USING (trace_id)
     UNION ALL
-    SELECT * FROM trace_summaries SEMI JOIN fresh_summaries USING (trace_id)
+    SELECT * EXCLUDE (stored_rowid) FROM stored_parts
 ),
 keyed AS (
     SELECT *, epoch_ns(start_time) + duration_ns AS end_ns,
@@ -85,13 +98,32 @@ SELECT k.trace_id,
             THEN CAST(sum(k.spans_with_events_or_links) AS UBIGINT) END AS spans_with_events_or_links
 FROM keyed k JOIN service_counts c USING (trace_id)
 GROUP BY k.trace_id;
-DELETE FROM trace_summaries WHERE trace_id IN (SELECT trace_id FROM touched_summaries);
 INSERT INTO trace_summaries SELECT * FROM touched_summaries;
-INSERT INTO trace_summaries SELECT * FROM fresh_summaries ANTI JOIN touched_summaries USING (trace_id);
-DROP TABLE touched_summaries;
+DROP TABLE touched_summaries;";
+
+/// The fresh summaries of traces not stored after all (the filter's false positives) stored as
+/// they are, and the temporary tables emptied.
+const STORE_UNMATCHED: &str = "
+INSERT INTO trace_summaries SELECT * FROM fresh_summaries ANTI JOIN stored_parts USING (trace_id);
 DELETE FROM fresh_summaries;
+DELETE FROM stored_parts;";
+
+const STORE_OPERATIONS: &str = "
 INSERT INTO operations SELECT * FROM fresh_operations EXCEPT SELECT * FROM operations;
 DELETE FROM fresh_operations;";
+
+/// How long before the earliest fresh part of a trace its stored summary is looked for by
+/// start time first. Zone maps skip the summaries that start earlier, which are most of them:
+/// spans of one trace arrive close together, and summaries are stored in arrival order.
+const STORED_START_MARGIN_NS: i64 = 60_000_000_000;
+
+/// Fresh parts starting longer than this before the newest one (a long trace, a late exporter)
+/// do not widen that scan; their stored summaries are found by trace id.
+const START_WINDOW_NS: i64 = 600_000_000_000;
+
+/// Trace ids looked up through the `trace_id` index at most: DuckDB's `index_scan_max_count`.
+/// Past it, the summaries outside the start-time range are scanned instead.
+const INDEX_LOOKUPS: usize = 2048;
 
 fn summarize_new_spans(new_spans: &NewSpans<'_>, lo: i64, hi: i64) -> Result<i64, StoreError> {
     let mut summaries = Summaries::default();
@@ -99,15 +131,145 @@ fn summarize_new_spans(new_spans: &NewSpans<'_>, lo: i64, hi: i64) -> Result<i64
         summaries.add(&batch);
     }
     let conn = new_spans.conn;
+    let mut summarized = new_spans.summarized_traces.borrow_mut();
+    summarized.make_room(conn, summaries.traces.len())?;
+    let fresh = summaries.finish(&mut summarized)?;
     conn.execute_batch(FRESH_TABLES)?;
-    let (traces, operations) = summaries.finish()?;
-    for (table, rows) in [("fresh_summaries", traces), ("fresh_operations", operations)] {
-        let mut appender = conn.appender_to_catalog_and_db(table, "temp", "main")?;
-        appender.append_record_batch(rows)?;
+    let temp_table = |table| conn.appender_to_catalog_and_db(table, "temp", "main");
+    append(temp_table("fresh_operations")?, &fresh.operations)?;
+    if let Some(starts) = fresh.maybe_stored_starts {
+        append(temp_table("fresh_summaries")?, &fresh.maybe_stored)?;
+        if let Some(oldest) = find_stored_parts(conn, starts)? {
+            // Bounded by start time, so that zone maps skip most of the table.
+            conn.execute(
+                &format!(
+                    "DELETE FROM trace_summaries WHERE start_time >= make_timestamp_ns({oldest})
+                     AND rowid IN (SELECT stored_rowid FROM stored_parts)"
+                ),
+                [],
+            )?;
+            conn.execute_batch(MERGE_PARTS)?;
+        }
+        conn.execute_batch(STORE_UNMATCHED)?;
+    }
+    append(conn.appender("trace_summaries")?, &fresh.new)?;
+    conn.execute_batch(STORE_OPERATIONS)?;
+    Ok(hi)
+}
+
+fn append(mut appender: Appender<'_>, rows: &RecordBatch) -> Result<(), StoreError> {
+    if rows.num_rows() > 0 {
+        appender.append_record_batch(rows.clone())?;
         appender.flush()?;
     }
-    conn.execute_batch(MERGE_FRESH)?;
-    Ok(hi)
+    Ok(())
+}
+
+/// Copies the stored summary, and its rowid, of every trace in `fresh_summaries` that has one
+/// into `stored_parts`; returns the earliest start among them. `starts` is the range of the
+/// fresh parts' starts. First by start time near them, then by trace id for what that missed.
+fn find_stored_parts(conn: &Connection, starts: RangeInclusive<i64>) -> Result<Option<i64>, StoreError> {
+    let (earliest, newest) = starts.into_inner();
+    let from = earliest
+        .max(newest.saturating_sub(START_WINDOW_NS))
+        .saturating_sub(STORED_START_MARGIN_NS);
+    let copy = |condition: &str| {
+        conn.execute(
+            &format!("INSERT INTO stored_parts SELECT rowid, * FROM trace_summaries WHERE {condition}"),
+            [],
+        )
+    };
+    copy(&format!(
+        "start_time >= make_timestamp_ns({from}) AND trace_id IN (SELECT trace_id FROM fresh_summaries)"
+    ))?;
+    // UUID text (hex digits): safe to inline.
+    let missed: Vec<String> = conn
+        .prepare(
+            "SELECT CAST(trace_id AS VARCHAR) FROM fresh_summaries ANTI JOIN stored_parts USING (trace_id)",
+        )?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    if missed.len() > INDEX_LOOKUPS {
+        copy(&format!(
+            "start_time < make_timestamp_ns({from}) AND trace_id IN (SELECT trace_id FROM fresh_summaries)"
+        ))?;
+    } else if !missed.is_empty() {
+        let list: Vec<String> = missed.iter().map(|id| format!("'{id}'")).collect();
+        // A bare constant list: DuckDB looks each up in the index only then.
+        copy(&format!("trace_id IN ({})", list.join(", ")))?;
+    }
+    Ok(
+        conn.query_row("SELECT min(epoch_ns(start_time)) FROM stored_parts", [], |row| {
+            row.get(0)
+        })?,
+    )
+}
+
+/// Which traces have a stored summary, as a Bloom filter of their ids in memory: the summaries
+/// of traces it has never held are appended without looking for a stored one. Looking every
+/// fresh trace up among the stored summaries scanned them all, a cost that grew with the
+/// store.
+#[derive(Default)]
+pub(crate) struct SummarizedTraces {
+    /// None until the first pass reads the stored trace ids.
+    filter: Option<Vec<u8>>,
+    /// About how many trace ids the filter holds (false positives go uncounted).
+    held: usize,
+}
+
+/// Traces a filter is sized for at least; 1.25 MB.
+const MIN_FILTER_TRACES: usize = 1 << 20;
+
+impl SummarizedTraces {
+    /// Makes the filter hold every stored trace and room for `adding` more: built from the
+    /// stored trace ids on the first pass, and again, twice as large, once it is full.
+    fn make_room(&mut self, conn: &Connection, adding: usize) -> Result<(), StoreError> {
+        if self
+            .filter
+            .as_ref()
+            .is_some_and(|filter| self.held + adding <= bloom::capacity(filter))
+        {
+            return Ok(());
+        }
+        let stored: usize = conn.query_row("SELECT count(*) FROM trace_summaries", [], |row| row.get(0))?;
+        let mut filter = bloom::empty((2 * (stored + adding)).max(MIN_FILTER_TRACES));
+        let mut statement = conn.prepare("SELECT trace_id FROM trace_summaries")?;
+        for batch in statement.query_arrow([])? {
+            let ids = batch.column(0);
+            for row in 0..batch.num_rows() {
+                bloom::insert(&mut filter, trace_hash(&trace_id_at(ids, row)));
+            }
+        }
+        tracing::debug!(stored, bytes = filter.len(), "summarized trace ids read");
+        self.filter = Some(filter);
+        self.held = stored;
+        Ok(())
+    }
+
+    /// Puts `trace_id` in; whether it may have been there already.
+    fn put(&mut self, trace_id: &[u8; 16]) -> bool {
+        let filter = self.filter.as_mut().expect("make_room comes first");
+        let hash = trace_hash(trace_id);
+        let held = bloom::holds(filter, hash);
+        if !held {
+            bloom::insert(filter, hash);
+            self.held += 1;
+        }
+        held
+    }
+}
+
+fn trace_hash(trace_id: &[u8; 16]) -> u64 {
+    bloom::fnv1a(*trace_id)
+}
+
+/// A pass's summaries, split by whether the trace may have a stored one to merge with.
+struct FreshSummaries {
+    maybe_stored: RecordBatch,
+    /// The range of their starts; None when there are none.
+    maybe_stored_starts: Option<RangeInclusive<i64>>,
+    new: RecordBatch,
+    operations: RecordBatch,
 }
 
 /// What the new spans of one trace add to its summary.
@@ -200,16 +362,27 @@ impl Summaries {
         }
     }
 
-    /// Rows for `fresh_summaries` and `fresh_operations`.
-    fn finish(self) -> Result<(RecordBatch, RecordBatch), StoreError> {
+    /// The summaries and operations to store; each trace is put in `summarized` on the way.
+    fn finish(self, summarized: &mut SummarizedTraces) -> Result<FreshSummaries, StoreError> {
         let mut trace_ids = Vec::with_capacity(self.traces.len() * 16);
         let (mut starts, mut durations, mut spans, mut errors) = (vec![], vec![], vec![], vec![]);
         let mut with_events_or_links = Vec::with_capacity(self.traces.len());
         let (mut root_services, mut root_operations) = (StringBuilder::new(), StringBuilder::new());
         let (mut root_has_parent, mut root_starts) = (vec![], vec![]);
         let mut services = MapBuilder::new(None, StringBuilder::new(), UInt64Builder::new());
+        let mut maybe_stored = Vec::with_capacity(self.traces.len());
+        let mut maybe_stored_starts: Option<RangeInclusive<i64>> = None;
         for (trace_id, part) in self.traces {
             trace_ids.extend_from_slice(&trace_id);
+            let may_be_stored = summarized.put(&trace_id);
+            maybe_stored.push(may_be_stored);
+            if may_be_stored {
+                let starts = part.start..=part.start;
+                maybe_stored_starts = Some(match maybe_stored_starts {
+                    Some(range) => widest(&range, &starts),
+                    None => starts,
+                });
+            }
             starts.push(part.start);
             durations.push(part.end - part.start);
             spans.push(part.spans);
@@ -272,7 +445,13 @@ impl Summaries {
             ),
             ("span_name", Arc::new(StringArray::from(operation_names))),
         ])?;
-        Ok((summaries, operations))
+        let maybe_stored = BooleanArray::from(maybe_stored);
+        Ok(FreshSummaries {
+            new: filter_record_batch(&summaries, &not(&maybe_stored)?)?,
+            maybe_stored: filter_record_batch(&summaries, &maybe_stored)?,
+            maybe_stored_starts,
+            operations,
+        })
     }
 }
 
@@ -282,4 +461,108 @@ pub(crate) fn trace_id_at(trace_ids: &ArrayRef, row: usize) -> [u8; 16] {
         .value(row)
         .try_into()
         .expect("trace ids are 16 bytes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR_NS: i64 = 3_600_000_000_000;
+    const NOW_NS: i64 = 1_796_400_000_000_000_000;
+
+    /// A store in memory with the summarizer's tables, on the indexer's kind of connection.
+    fn store() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(&crate::schema::ddl()).unwrap();
+        let conn = crate::indexer::Indexer::connection(&conn).unwrap();
+        conn.execute_batch(FRESH_TABLES).unwrap();
+        conn
+    }
+
+    /// Trace ids 00…01, 00…02 and so on.
+    fn trace_id(n: u32) -> [u8; 16] {
+        let mut id = [0u8; 16];
+        id[12..].copy_from_slice(&n.to_be_bytes());
+        id
+    }
+
+    /// Adds to `table` the summary of one span of trace `n`, starting at `start_ns`.
+    fn summarize(conn: &Connection, table: &str, n: u32, start_ns: i64) {
+        conn.execute(
+            &format!(
+                "INSERT INTO {table} VALUES (CAST(? AS UUID), make_timestamp_ns(?), 5, 1, 0, 'shop',
+                     'GET', false, make_timestamp_ns(?), MAP {{'shop': 1}}, 0)"
+            ),
+            duckdb::params![hex::encode(trace_id(n)), start_ns, start_ns],
+        )
+        .unwrap();
+    }
+
+    fn stored_parts(conn: &Connection) -> Vec<String> {
+        conn.prepare("SELECT CAST(trace_id AS VARCHAR) FROM stored_parts ORDER BY trace_id")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn uuid_text(n: u32) -> String {
+        let hex = hex::encode(trace_id(n));
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..]
+        )
+    }
+
+    #[test]
+    fn stored_parts_are_found_near_the_fresh_starts_and_by_trace_id_further_back() {
+        let conn = store();
+        // 1 started with the fresh parts, 2 two hours before them, 3 is not fresh; 4 is fresh
+        // but not stored (as a false positive of the filter would be).
+        summarize(&conn, "trace_summaries", 1, NOW_NS);
+        summarize(&conn, "trace_summaries", 2, NOW_NS - 2 * HOUR_NS);
+        summarize(&conn, "trace_summaries", 3, NOW_NS - 2 * HOUR_NS);
+        for n in [1, 2, 4] {
+            summarize(&conn, "fresh_summaries", n, NOW_NS + 1_000);
+        }
+        let oldest = find_stored_parts(&conn, NOW_NS + 1_000..=NOW_NS + 1_000).unwrap();
+        assert_eq!(oldest, Some(NOW_NS - 2 * HOUR_NS));
+        assert_eq!(stored_parts(&conn), [uuid_text(1), uuid_text(2)]);
+    }
+
+    #[test]
+    fn more_stored_parts_than_the_index_serves_are_found_by_a_scan() {
+        let conn = store();
+        let traces = INDEX_LOOKUPS as u32 + 10;
+        for n in 1..=traces {
+            summarize(&conn, "trace_summaries", n, NOW_NS - 2 * HOUR_NS);
+            summarize(&conn, "fresh_summaries", n, NOW_NS);
+        }
+        summarize(&conn, "trace_summaries", traces + 1, NOW_NS - 2 * HOUR_NS);
+        find_stored_parts(&conn, NOW_NS..=NOW_NS).unwrap();
+        let expected: Vec<String> = (1..=traces).map(uuid_text).collect();
+        assert_eq!(stored_parts(&conn), expected);
+    }
+
+    #[test]
+    fn the_filter_holds_the_traces_stored_before_it_was_made() {
+        let conn = store();
+        summarize(&conn, "trace_summaries", 1, NOW_NS);
+        let mut summarized = SummarizedTraces::default();
+        summarized.make_room(&conn, 10).unwrap();
+        assert!(summarized.put(&trace_id(1)), "stored before");
+        assert!(!summarized.put(&trace_id(2)), "new");
+        assert!(summarized.put(&trace_id(2)), "put in just now");
+        // Full: rebuilt from the table, which does not hold trace 2 yet, so a false positive
+        // is the worst it can give.
+        let capacity = bloom::capacity(summarized.filter.as_ref().unwrap());
+        summarized.make_room(&conn, capacity).unwrap();
+        assert!(summarized.put(&trace_id(1)));
+        assert!(bloom::capacity(summarized.filter.as_ref().unwrap()) > capacity);
+    }
 }
