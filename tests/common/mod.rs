@@ -57,6 +57,20 @@ impl Server {
 
     /// Starts on an existing data directory, as after a restart.
     pub fn start_in(data_dir: &Path, extra_args: &[&str]) -> Self {
+        Self::spawn(data_dir, extra_args, Stdio::inherit())
+    }
+
+    /// Starts on `data_dir` with its log written to `log` (appended), for a test that reads it.
+    pub fn start_logging_to(data_dir: &Path, log: &Path) -> Self {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        Self::spawn(data_dir, &[], Stdio::from(file))
+    }
+
+    fn spawn(data_dir: &Path, extra_args: &[&str], log: Stdio) -> Self {
         let (grpc, http, ui) = (free_port(), free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_ducktrace"))
             .arg("serve")
@@ -67,6 +81,7 @@ impl Server {
             .args(["--http-addr", &ui.to_string()])
             .args(extra_args)
             .stdout(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("the ducktrace binary starts");
         let mut server = Server {
