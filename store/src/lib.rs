@@ -153,7 +153,6 @@ impl Store {
             )));
         }
         conn.execute_batch(&format!("SET memory_limit = '{memory_limit}'"))?;
-        warn_if_the_trace_index_outgrows_memory(&conn)?;
         if config.duckdb_threads == 0 {
             return Err(StoreError::Config("DuckDB needs at least one thread".into()));
         }
@@ -209,46 +208,6 @@ impl Store {
         self.writer_thread.stop();
         self.indexer.stop();
     }
-}
-
-/// DuckDB's memory for the `trace_id` index of `trace_summaries` per trace: the index is loaded
-/// whole while spans arrive (a commit of new summaries touches every part of it), 270 MB at
-/// 6.7M traces.
-const TRACE_INDEX_BYTES_PER_TRACE: f64 = 42.0;
-
-/// Says so when the trace id index takes over half of DuckDB's memory limit: near the limit,
-/// indexing passes fail with out-of-memory errors and trace search stops seeing new traces.
-fn warn_if_the_trace_index_outgrows_memory(conn: &Connection) -> Result<(), StoreError> {
-    let (traces, limit): (u64, String) = conn.query_row(
-        "SELECT (SELECT count(*) FROM trace_summaries), current_setting('memory_limit')",
-        [],
-        |row| Ok((row.get(0)?, row.get(1)?)),
-    )?;
-    let index_bytes = traces as f64 * TRACE_INDEX_BYTES_PER_TRACE;
-    if parse_size(&limit).is_some_and(|limit| index_bytes > limit / 2.0) {
-        tracing::warn!(
-            traces,
-            memory_limit = limit,
-            index_mib = (index_bytes / 1048576.0).round(),
-            "the trace id index takes over half of DuckDB's memory limit while spans arrive; \
-             raise --memory-limit (about 42 bytes per trace plus 150 MB)"
-        );
-    }
-    Ok(())
-}
-
-/// Bytes in a size as DuckDB shows one (`286.1 MiB`).
-fn parse_size(text: &str) -> Option<f64> {
-    let (number, unit) = text.split_once(' ')?;
-    let scale = match unit {
-        "bytes" => 1.0,
-        "KiB" => 1024.0,
-        "MiB" => 1048576.0,
-        "GiB" => 1073741824.0,
-        "TiB" => 1099511627776.0,
-        _ => return None,
-    };
-    Some(number.parse::<f64>().ok()? * scale)
 }
 
 /// DuckDB writes new files in its oldest readable format unless told otherwise; the 1.5 format
@@ -488,19 +447,6 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn memory_limits_read_as_duckdb_shows_them() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("SET memory_limit = '300MB'").unwrap();
-        let shown: String = conn
-            .query_row("SELECT current_setting('memory_limit')", [], |row| row.get(0))
-            .unwrap();
-        let bytes = parse_size(&shown).unwrap();
-        assert!((299e6..=301e6).contains(&bytes), "{shown} read as {bytes}");
-        assert_eq!(parse_size("1.5 GiB"), Some(1.5 * 1073741824.0));
-        assert_eq!(parse_size("lots"), None);
-    }
 
     fn this_threads_nice() -> libc::c_int {
         // SAFETY: reads the calling thread's nice value only.

@@ -222,7 +222,9 @@ const MIN_FILTER_TRACES: usize = 1 << 20;
 
 impl SummarizedTraces {
     /// Makes the filter hold every stored trace and room for `adding` more: built from the
-    /// stored trace ids on the first pass, and again, twice as large, once it is full.
+    /// stored trace ids on the first pass, and again, twice as large, once it is full. A pass
+    /// that fails after putting its traces in leaves only false positives, which the lookups
+    /// sort out.
     fn make_room(&mut self, conn: &Connection, adding: usize) -> Result<(), StoreError> {
         if self
             .filter
@@ -241,6 +243,7 @@ impl SummarizedTraces {
             }
         }
         tracing::debug!(stored, bytes = filter.len(), "summarized trace ids read");
+        warn_if_the_trace_index_outgrows_memory(conn, stored)?;
         self.filter = Some(filter);
         self.held = stored;
         Ok(())
@@ -257,6 +260,42 @@ impl SummarizedTraces {
         }
         held
     }
+}
+
+/// DuckDB's memory for the `trace_id` index of `trace_summaries` per trace: the index is loaded
+/// whole while spans arrive (a commit of new summaries touches every part of it), 270 MB at
+/// 6.7M traces.
+const TRACE_INDEX_BYTES_PER_TRACE: f64 = 42.0;
+
+/// Says so when the index of `traces` trace ids takes over half of DuckDB's memory limit: near
+/// the limit, passes fail with out-of-memory errors and trace search stops seeing new traces.
+fn warn_if_the_trace_index_outgrows_memory(conn: &Connection, traces: usize) -> Result<(), StoreError> {
+    let limit: String = conn.query_row("SELECT current_setting('memory_limit')", [], |row| row.get(0))?;
+    let index_bytes = traces as f64 * TRACE_INDEX_BYTES_PER_TRACE;
+    if parse_size(&limit).is_some_and(|limit| index_bytes > limit / 2.0) {
+        tracing::warn!(
+            traces,
+            memory_limit = limit,
+            index_mib = (index_bytes / 1048576.0).round(),
+            "the trace id index takes over half of DuckDB's memory limit while spans arrive; \
+             raise --memory-limit (about 42 bytes per trace plus 150 MB)"
+        );
+    }
+    Ok(())
+}
+
+/// Bytes in a size as DuckDB shows one (`286.1 MiB`).
+fn parse_size(text: &str) -> Option<f64> {
+    let (number, unit) = text.split_once(' ')?;
+    let scale = match unit {
+        "bytes" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1048576.0,
+        "GiB" => 1073741824.0,
+        "TiB" => 1099511627776.0,
+        _ => return None,
+    };
+    Some(number.parse::<f64>().ok()? * scale)
 }
 
 fn trace_hash(trace_id: &[u8; 16]) -> u64 {
@@ -547,6 +586,19 @@ mod tests {
         find_stored_parts(&conn, NOW_NS..=NOW_NS).unwrap();
         let expected: Vec<String> = (1..=traces).map(uuid_text).collect();
         assert_eq!(stored_parts(&conn), expected);
+    }
+
+    #[test]
+    fn memory_limits_read_as_duckdb_shows_them() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("SET memory_limit = '300MB'").unwrap();
+        let shown: String = conn
+            .query_row("SELECT current_setting('memory_limit')", [], |row| row.get(0))
+            .unwrap();
+        let bytes = parse_size(&shown).unwrap();
+        assert!((299e6..=301e6).contains(&bytes), "{shown} read as {bytes}");
+        assert_eq!(parse_size("1.5 GiB"), Some(1.5 * 1073741824.0));
+        assert_eq!(parse_size("lots"), None);
     }
 
     #[test]
