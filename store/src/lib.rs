@@ -94,8 +94,9 @@ pub struct StoreConfig {
     /// How long one SQL statement may run before it is interrupted.
     pub query_time_limit: std::time::Duration,
     /// DuckDB's memory ceiling for everything it does (ingest, queries), e.g. "2GB";
-    /// past it, queries spill to disk or fail with an out-of-memory error.
-    pub memory_limit: String,
+    /// past it, queries spill to disk or fail with an out-of-memory error. None: sized for
+    /// the store as it opens ([`DEFAULT_MEMORY_LIMIT`] at least).
+    pub memory_limit: Option<String>,
     /// Queries that run at once; more wait for a turn (see [`QuerySlots`]).
     pub max_concurrent_queries: usize,
     /// Threads one DuckDB statement may use, appends and commits included.
@@ -116,7 +117,7 @@ impl StoreConfig {
             data_dir,
             writer: WriterConfig::default(),
             query_time_limit: std::time::Duration::from_secs(30),
-            memory_limit: DEFAULT_MEMORY_LIMIT.into(),
+            memory_limit: None,
             max_concurrent_queries: DEFAULT_MAX_CONCURRENT_QUERIES,
             duckdb_threads: default_duckdb_threads(),
         }
@@ -143,7 +144,10 @@ impl Store {
         check_schema_version(&conn, &path)?;
         conn.execute_batch(&schema::ddl())?;
         attribute_index::mark_plain_blocks(&conn)?;
-        let memory_limit = &config.memory_limit;
+        let memory_limit = match &config.memory_limit {
+            Some(limit) => limit.clone(),
+            None => summaries::memory_limit_for_store(&conn)?,
+        };
         if !memory_limit
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == ' ')

@@ -29,7 +29,7 @@ use crate::batch::trace_id_field;
 use crate::bloom;
 use crate::indexer::{widest, NewSpans, Pass};
 use crate::key_sets::column;
-use crate::StoreError;
+use crate::{StoreError, DEFAULT_MEMORY_LIMIT};
 
 /// The pass that keeps `trace_summaries` and `operations` current.
 pub(crate) const TRACE_SUMMARIES: Pass = Pass {
@@ -267,8 +267,30 @@ impl SummarizedTraces {
 /// 6.7M traces.
 const TRACE_INDEX_BYTES_PER_TRACE: f64 = 42.0;
 
+/// DuckDB's memory limit when none is given: room for the trace id index of twice the stored
+/// traces beside 150 MB for the rest, so that it keeps fitting as the store grows, and
+/// [`DEFAULT_MEMORY_LIMIT`] at least. A store whose index outgrows DuckDB's memory stops
+/// committing spans at all: the index is not evicted while spans arrive.
+pub(crate) fn memory_limit_for_store(conn: &Connection) -> Result<String, StoreError> {
+    let traces: u64 = conn.query_row("SELECT count(*) FROM trace_summaries", [], |row| row.get(0))?;
+    Ok(memory_limit_for(traces))
+}
+
+fn memory_limit_for(traces: u64) -> String {
+    let megabytes = (150e6 + 2.0 * traces as f64 * TRACE_INDEX_BYTES_PER_TRACE) / 1e6;
+    let floor: f64 = DEFAULT_MEMORY_LIMIT
+        .trim_end_matches("MB")
+        .parse()
+        .expect("the default is in MB");
+    if megabytes > floor {
+        format!("{}MB", megabytes.ceil())
+    } else {
+        DEFAULT_MEMORY_LIMIT.to_string()
+    }
+}
+
 /// Says so when the index of `traces` trace ids takes over half of DuckDB's memory limit: near
-/// the limit, passes fail with out-of-memory errors and trace search stops seeing new traces.
+/// the limit, passes fail with out-of-memory errors, and then commits of spans too.
 fn warn_if_the_trace_index_outgrows_memory(conn: &Connection, traces: usize) -> Result<(), StoreError> {
     let limit: String = conn.query_row("SELECT current_setting('memory_limit')", [], |row| row.get(0))?;
     let index_bytes = traces as f64 * TRACE_INDEX_BYTES_PER_TRACE;
@@ -278,7 +300,8 @@ fn warn_if_the_trace_index_outgrows_memory(conn: &Connection, traces: usize) -> 
             memory_limit = limit,
             index_mib = (index_bytes / 1048576.0).round(),
             "the trace id index takes over half of DuckDB's memory limit while spans arrive; \
-             raise --memory-limit (about 42 bytes per trace plus 150 MB)"
+             raise --memory-limit (about 42 bytes per trace plus 150 MB), or restart if it is \
+             not set: the default grows with the stored traces"
         );
     }
     Ok(())
@@ -586,6 +609,13 @@ mod tests {
         find_stored_parts(&conn, NOW_NS..=NOW_NS).unwrap();
         let expected: Vec<String> = (1..=traces).map(uuid_text).collect();
         assert_eq!(stored_parts(&conn), expected);
+    }
+
+    #[test]
+    fn the_default_memory_limit_grows_with_the_stored_traces() {
+        assert_eq!(memory_limit_for(0), DEFAULT_MEMORY_LIMIT);
+        assert_eq!(memory_limit_for(1_000_000), DEFAULT_MEMORY_LIMIT);
+        assert_eq!(memory_limit_for(10_000_000), "990MB");
     }
 
     #[test]
