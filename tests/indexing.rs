@@ -176,3 +176,36 @@ fn string_attribute(key: &str, value: &str) -> KeyValue {
         ..Default::default()
     }
 }
+
+/// DuckDB keeps the index of trace ids in memory while spans arrive; a store of many traces
+/// opens with a memory limit that holds it, unless one is given.
+#[test]
+fn a_store_of_many_traces_opens_with_memory_for_its_trace_index() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let memory_limit = |server: &Server| {
+        server.sql("SELECT current_setting('memory_limit')")["rows"][0][0]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let server = Server::start_in(data_dir.path(), &[]);
+    assert_eq!(memory_limit(&server), "286.1 MiB", "300MB for a new store");
+    assert!(server.terminate().success());
+
+    let database = data_dir.path().join(ducktrace_store::DATABASE_FILE);
+    let conn = duckdb::Connection::open(&database).unwrap();
+    conn.execute_batch(
+        "INSERT INTO trace_summaries SELECT uuid(), TIMESTAMP_NS '2026-12-04 12:00:00', 1, 1, 0,
+             'shop', 'GET', false, TIMESTAMP_NS '2026-12-04 12:00:00', MAP {'shop': 1}, 0
+         FROM range(3000000)",
+    )
+    .unwrap();
+    drop(conn);
+    // 150 MB plus 84 bytes for each of 3M traces.
+    let server = Server::start_in(data_dir.path(), &[]);
+    assert_eq!(memory_limit(&server), "383.3 MiB");
+    assert!(server.terminate().success());
+    let server = Server::start_in(data_dir.path(), &["--memory-limit", "300MB"]);
+    assert_eq!(memory_limit(&server), "286.1 MiB", "as given");
+    assert!(server.terminate().success());
+}
