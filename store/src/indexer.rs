@@ -545,6 +545,10 @@ fn run(conn: &Connection, inbound: Inbound, progress: &Progress) {
             }
         }
         recent.forget_through(indexed_through);
+        // Refused while the writer commits; the next round tries again.
+        if let Err(error) = crate::summaries::release_trace_index(conn) {
+            tracing::debug!(%error, "no checkpoint to release the trace id index");
+        }
         stop
     };
     let mut next_round = Instant::now();
