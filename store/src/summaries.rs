@@ -262,9 +262,8 @@ impl SummarizedTraces {
     }
 }
 
-/// DuckDB's memory for the `trace_id` index of `trace_summaries` per trace: the index is loaded
-/// whole while spans arrive (a commit of new summaries touches every part of it), 270 MB at
-/// 6.7M traces.
+/// DuckDB's memory for the `trace_id` index of `trace_summaries` per trace, all of it loaded:
+/// 270 MB at 6.7M traces, after a commit of 3,000 new summaries touched every part of it.
 const TRACE_INDEX_BYTES_PER_TRACE: f64 = 42.0;
 
 /// DuckDB's memory limit when none is given: room for the trace id index of twice the stored
@@ -292,12 +291,14 @@ fn memory_limit_for(traces: u64) -> String {
 /// Says so when the index of `traces` trace ids takes over half of DuckDB's memory limit: near
 /// the limit, passes fail with out-of-memory errors, and then commits of spans too.
 fn warn_if_the_trace_index_outgrows_memory(conn: &Connection, traces: usize) -> Result<(), StoreError> {
-    let limit: String = conn.query_row("SELECT current_setting('memory_limit')", [], |row| row.get(0))?;
     let index_bytes = traces as f64 * TRACE_INDEX_BYTES_PER_TRACE;
-    if parse_size(&limit).is_some_and(|limit| index_bytes > limit / 2.0) {
+    let Some(limit) = memory_limit(conn)? else {
+        return Ok(());
+    };
+    if index_bytes > limit / 2.0 {
         tracing::warn!(
             traces,
-            memory_limit = limit,
+            memory_limit_mib = (limit / 1048576.0).round(),
             index_mib = (index_bytes / 1048576.0).round(),
             "the trace id index takes over half of DuckDB's memory limit while spans arrive; \
              raise --memory-limit (about 42 bytes per trace plus 150 MB), or restart if it is \
@@ -317,19 +318,24 @@ const TRACE_INDEX_SHARE: f64 = 0.4;
 /// on the index of 10M traces: a commit of 150 new summaries loaded ~50 MiB of it, and the
 /// checkpoint after it took ~80 ms and left none.
 pub(crate) fn release_trace_index(conn: &Connection) -> Result<(), StoreError> {
-    let (index_bytes, limit): (Option<i64>, String) = conn.query_row(
-        "SELECT (SELECT CAST(sum(memory_usage_bytes) AS BIGINT) FROM duckdb_memory() WHERE tag = 'ART_INDEX'),
-                current_setting('memory_limit')",
+    let index_bytes: Option<i64> = conn.query_row(
+        "SELECT CAST(sum(memory_usage_bytes) AS BIGINT) FROM duckdb_memory() WHERE tag = 'ART_INDEX'",
         [],
-        |row| Ok((row.get(0)?, row.get(1)?)),
+        |row| row.get(0),
     )?;
     let index_bytes = index_bytes.unwrap_or(0) as f64;
-    if parse_size(&limit).is_some_and(|limit| index_bytes > limit * TRACE_INDEX_SHARE) {
+    if memory_limit(conn)?.is_some_and(|limit| index_bytes > limit * TRACE_INDEX_SHARE) {
         let started = std::time::Instant::now();
         conn.execute_batch("CHECKPOINT")?;
         tracing::debug!(index_mib = (index_bytes / 1048576.0).round(), elapsed = ?started.elapsed(), "checkpointed to release the trace id index");
     }
     Ok(())
+}
+
+/// DuckDB's memory limit in bytes, if it reads as a size.
+fn memory_limit(conn: &Connection) -> Result<Option<f64>, StoreError> {
+    let limit: String = conn.query_row("SELECT current_setting('memory_limit')", [], |row| row.get(0))?;
+    Ok(parse_size(&limit))
 }
 
 /// Bytes in a size as DuckDB shows one (`286.1 MiB`).
