@@ -48,10 +48,9 @@ pub struct ServeArgs {
     /// once only take CPU from ingest.
     #[arg(long, env = "DUCKTRACE_MAX_CONCURRENT_QUERIES", default_value_t = ducktrace_store::DEFAULT_MAX_CONCURRENT_QUERIES)]
     max_concurrent_queries: usize,
-    /// DuckDB's memory ceiling (ingest and queries together), e.g. 2GB. By default 300MB, or
-    /// more for a store of over ~1.8M traces: about 84 bytes per stored trace plus 150 MB.
-    #[arg(long, env = "DUCKTRACE_MEMORY_LIMIT")]
-    memory_limit: Option<String>,
+    /// DuckDB's memory ceiling (ingest and queries together), e.g. 2GB.
+    #[arg(long, env = "DUCKTRACE_MEMORY_LIMIT", default_value = ducktrace_store::DEFAULT_MEMORY_LIMIT)]
+    memory_limit: String,
     /// Threads one DuckDB statement may use; by default one per core.
     #[arg(long, env = "DUCKTRACE_DUCKDB_THREADS")]
     duckdb_threads: Option<usize>,

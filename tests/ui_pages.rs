@@ -385,6 +385,23 @@ fn values_that_cannot_be_joined_are_listed_and_read_back_and_found_the_same() {
 }
 
 #[test]
+fn attribute_search_finds_a_trace_that_started_long_before_its_matching_span() {
+    let server = Server::start();
+    // The only span with index=1 starts ten minutes after the trace's root: its summary is
+    // not among those starting near the span.
+    let mut request = synthetic_request(5, 2);
+    let late = &mut request.resource_spans[0].scope_spans[0].spans[1];
+    late.start_time_unix_nano += 600_000_000_000;
+    late.end_time_unix_nano += 600_000_000_000;
+    post_protobuf(&server, &request);
+    get_until(
+        &server,
+        &format!("/search?{HOSTILE_RANGE}&attributes=index%3D1"),
+        &synthetic_trace(5),
+    );
+}
+
+#[test]
 fn attribute_search_newest_first_stops_early_and_stays_exact() {
     use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
     let server = Server::start();

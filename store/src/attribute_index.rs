@@ -1,11 +1,9 @@
-//! A Bloom filter of the `key = value` attribute pairs of every block of [`BLOCK_ROWS`] spans,
-//! so an attribute search reads only the blocks that may hold the pair.
+//! A Bloom filter of the `key = value` attribute pairs of every block of spans (blocks.rs), so
+//! an attribute search reads only the blocks that may hold the pair.
 //!
 //! Values like `user.id` are spread over the whole day, so zone maps cannot prune them, and
-//! scanning every span's attribute values costs seconds at 10M spans. A block's filter is built
-//! once the writer has filled it (spans get consecutive rowids and are never deleted), by an
-//! indexer pass; the spans after the last full block are few and always searched directly.
-//! Pairs are hashed in Rust ([`bloom`]), so stored filters stay valid across DuckDB versions.
+//! scanning every span's attribute values costs seconds at 10M spans. Pairs are hashed in Rust
+//! ([`bloom`]), so stored filters stay valid across DuckDB versions.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,15 +11,13 @@ use std::sync::{Arc, Mutex};
 use duckdb::arrow::array::{Array, ListArray, StringArray, TimestampNanosecondArray, UInt32Array};
 use duckdb::Connection;
 
-use crate::bloom;
+use crate::blocks::{self, BLOCK_ROWS};
+use crate::bloom::{self, ONE_PERCENT};
 use crate::columns::span_values;
 use crate::indexer::{NewSpans, Pass, SpanRange};
 use crate::key_sets;
 use crate::reader::{self, Catalog};
 use crate::StoreError;
-
-/// Spans per filter: four DuckDB vectors. Smaller blocks prune finer but cost more filters.
-pub(crate) const BLOCK_ROWS: i64 = 8192;
 
 /// What a block's filter is made of: each span's key set, values and start time. The pairs are
 /// put together and hashed here: unnesting and de-duplicating them in SQL took four times longer.
@@ -42,27 +38,20 @@ pub(crate) const ATTRIBUTE_BLOOMS: Pass = Pass {
 };
 
 fn index_full_blocks(new_spans: &NewSpans<'_>, lo: i64, hi: i64) -> Result<i64, StoreError> {
-    let first = (lo + 1) / BLOCK_ROWS;
-    let end = (hi + 1) / BLOCK_ROWS;
-    if first >= end {
-        return Ok(lo);
-    }
     let conn = new_spans.conn;
     let key_sets = key_sets::stored_key_sets(conn, None)?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO attribute_blooms (block, first_start, last_start, bloom, plain)
          VALUES (?, make_timestamp_ns(?), make_timestamp_ns(?), CAST(? AS BIT), ?)",
     )?;
-    for block in first..end {
-        let start = block * BLOCK_ROWS;
+    blocks::index_filled(lo, hi, |block| {
         let mut hashes = Vec::new();
-        let (mut first_start, mut last_start) = (i64::MAX, i64::MIN);
+        let mut starts = blocks::Starts::default();
         let mut plain = true;
-        for batch in new_spans.columns(start..=start + BLOCK_ROWS - 1, &BLOCK_COLUMNS)? {
+        for batch in new_spans.columns(blocks::rowids(block), &BLOCK_COLUMNS)? {
             let ids = key_sets::column::<UInt32Array>(batch.column(0));
             let texts = key_sets::column::<StringArray>(batch.column(1));
             let lists = key_sets::column::<ListArray>(batch.column(2));
-            let starts = key_sets::column::<TimestampNanosecondArray>(batch.column(3));
             let inline = key_sets::column::<ListArray>(batch.column(4));
             for row in 0..batch.num_rows() {
                 let values = span_values(texts, lists, row);
@@ -87,21 +76,20 @@ fn index_full_blocks(new_spans: &NewSpans<'_>, lo: i64, hi: i64) -> Result<i64, 
                         .zip(values)
                         .for_each(|(key, value)| add(key, value));
                 }
-                first_start = first_start.min(starts.value(row));
-                last_start = last_start.max(starts.value(row));
             }
+            starts.add(key_sets::column::<TimestampNanosecondArray>(batch.column(3)));
         }
         hashes.sort_unstable();
         hashes.dedup();
         insert.execute(duckdb::params![
             block,
-            first_start,
-            last_start,
-            filter_of(&hashes),
+            starts.first,
+            starts.last,
+            ONE_PERCENT.filter_of(&hashes),
             plain
         ])?;
-    }
-    Ok(end * BLOCK_ROWS - 1)
+        Ok(())
+    })
 }
 
 /// Marks the blocks indexed before filters recorded whether a block is plain; once per store.
@@ -129,13 +117,6 @@ pub(crate) fn mark_plain_blocks(conn: &Connection) -> Result<(), StoreError> {
 /// The hash of `key`, a NUL, and `value`.
 fn pair_hash(key: &str, value: &str) -> u64 {
     bloom::fnv1a(key.bytes().chain([0]).chain(value.bytes()))
-}
-
-/// A filter holding `hashes` (about 1% of the blocks without a pair are read anyway).
-fn filter_of(hashes: &[u64]) -> Vec<u8> {
-    let mut filter = bloom::empty(hashes.len());
-    hashes.iter().for_each(|&hash| bloom::insert(&mut filter, hash));
-    filter
 }
 
 /// Spans that may hold an attribute pair.
@@ -183,17 +164,11 @@ pub(crate) fn candidate_blocks(
         .filter(|(block, ..)| {
             filters
                 .get(block)
-                .is_some_and(|filter| bloom::holds(filter, hash))
+                .is_some_and(|filter| ONE_PERCENT.holds(filter, hash))
         })
-        .map(|(block, earliest, latest, plain)| {
-            let first_rowid = i64::from(block) * BLOCK_ROWS;
-            Block {
-                spans: SpanRange {
-                    rowids: first_rowid..=first_rowid + BLOCK_ROWS - 1,
-                    starts: earliest..=latest,
-                },
-                plain,
-            }
+        .map(|(block, earliest, latest, plain)| Block {
+            spans: blocks::spans(block.into(), earliest..=latest),
+            plain,
         });
     Ok(tail.into_iter().chain(filtered).collect())
 }

@@ -1,10 +1,29 @@
 //! Bloom filters as bytes in DuckDB's `BIT` order (first bit = high bit of byte 0), probed by
 //! double hashing over FNV-1a, which never changes, so stored filters stay valid across builds.
-//! Attribute search stores one per block of spans; the trace summarizer keeps one in memory.
+//! Attribute search stores one per block of spans, and so does the trace lookup; the trace
+//! summarizer keeps one in memory.
 
-/// Bits per element: with [`PROBES`] probes about 1% of absent elements pass.
-const BITS_PER_ELEMENT: usize = 10;
-const PROBES: u64 = 7;
+/// How a kind of filter is sized and probed. Fixed per kind: a stored filter is probed the way
+/// it was built.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shape {
+    bits_per_element: usize,
+    probes: u64,
+}
+
+/// About 1% of absent elements pass (at capacity; fewer below it).
+pub(crate) const ONE_PERCENT: Shape = Shape {
+    bits_per_element: 10,
+    probes: 7,
+};
+
+/// About 1 in 10,000 absent elements pass: for trace ids, which are tested against every block
+/// of a store at once.
+pub(crate) const ONE_IN_10_000: Shape = Shape {
+    bits_per_element: 20,
+    probes: 14,
+};
+
 const MIN_BITS: usize = 1024;
 
 /// FNV-1a of `bytes`.
@@ -17,50 +36,74 @@ pub(crate) fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
     hash
 }
 
-/// An empty filter for `elements` elements: a power of two of bits.
-pub(crate) fn empty(elements: usize) -> Vec<u8> {
-    let bits = (elements * BITS_PER_ELEMENT).max(MIN_BITS).next_power_of_two();
-    vec![0u8; bits / 8]
-}
+impl Shape {
+    /// An empty filter for `elements` elements: a power of two of bits.
+    pub(crate) fn empty(self, elements: usize) -> Vec<u8> {
+        let bits = (elements * self.bits_per_element)
+            .max(MIN_BITS)
+            .next_power_of_two();
+        vec![0u8; bits / 8]
+    }
 
-/// How many elements `filter` was sized for.
-pub(crate) fn capacity(filter: &[u8]) -> usize {
-    filter.len() * 8 / BITS_PER_ELEMENT
-}
+    /// A filter holding `hashes`, sized for them.
+    pub(crate) fn filter_of(self, hashes: &[u64]) -> Vec<u8> {
+        let mut filter = self.empty(hashes.len());
+        hashes.iter().for_each(|&hash| self.insert(&mut filter, hash));
+        filter
+    }
 
-pub(crate) fn insert(filter: &mut [u8], hash: u64) {
-    for bit in probes(hash, filter.len() as u64 * 8) {
-        filter[(bit / 8) as usize] |= 0x80 >> (bit % 8);
+    /// How many elements `filter` was sized for.
+    pub(crate) fn capacity(self, filter: &[u8]) -> usize {
+        filter.len() * 8 / self.bits_per_element
+    }
+
+    pub(crate) fn insert(self, filter: &mut [u8], hash: u64) {
+        for bit in self.probes(hash, filter.len() as u64 * 8) {
+            filter[(bit / 8) as usize] |= 0x80 >> (bit % 8);
+        }
+    }
+
+    /// Whether `filter` may hold the element hashed to `hash`.
+    pub(crate) fn holds(self, filter: &[u8], hash: u64) -> bool {
+        self.probes(hash, filter.len() as u64 * 8)
+            .all(|bit| filter[(bit / 8) as usize] & (0x80 >> (bit % 8)) != 0)
+    }
+
+    /// The bit positions of an element in a filter of `bits` bits.
+    fn probes(self, hash: u64, bits: u64) -> impl Iterator<Item = u64> {
+        let (h1, h2) = (hash & 0xffff_ffff, hash >> 32);
+        (0..self.probes).map(move |i| (h1 + i * h2) % bits)
     }
 }
 
-/// Whether `filter` may hold the element hashed to `hash`.
-pub(crate) fn holds(filter: &[u8], hash: u64) -> bool {
-    probes(hash, filter.len() as u64 * 8).all(|bit| filter[(bit / 8) as usize] & (0x80 >> (bit % 8)) != 0)
-}
-
-/// The bit positions of an element in a filter of `bits` bits.
-fn probes(hash: u64, bits: u64) -> impl Iterator<Item = u64> {
-    let (h1, h2) = (hash & 0xffff_ffff, hash >> 32);
-    (0..PROBES).map(move |i| (h1 + i * h2) % bits)
+/// The hash of a trace id, as every trace id filter holds it.
+pub(crate) fn trace_hash(trace_id: &[u8; 16]) -> u64 {
+    fnv1a(*trace_id)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// How many of 100,000 absent elements pass a filter holding 5,000.
+    fn false_positives(shape: Shape) -> usize {
+        let hash = |i: u32| fnv1a(i.to_le_bytes());
+        let hashes: Vec<u64> = (0..5000).map(hash).collect();
+        let filter = shape.filter_of(&hashes);
+        assert!(hashes.iter().all(|&h| shape.holds(&filter, h)));
+        assert!(shape.capacity(&filter) >= 5000);
+        (5000..105_000).filter(|&i| shape.holds(&filter, hash(i))).count()
+    }
+
     #[test]
     fn a_filter_holds_what_was_put_in_and_little_else() {
-        let hash = |i: u32| fnv1a(i.to_le_bytes());
-        let mut filter = empty(5000);
-        (0..5000).for_each(|i| insert(&mut filter, hash(i)));
-        assert!((0..5000).all(|i| holds(&filter, hash(i))));
-        let false_positives = (5000..105_000).filter(|&i| holds(&filter, hash(i))).count();
+        let one_percent = false_positives(ONE_PERCENT);
+        assert!(one_percent < 2000, "{one_percent} of 100000 absent elements pass");
+        let one_in_10_000 = false_positives(ONE_IN_10_000);
         assert!(
-            false_positives < 2000,
-            "{false_positives} of 100000 absent elements pass"
+            one_in_10_000 < 20,
+            "{one_in_10_000} of 100000 absent elements pass"
         );
-        assert!(capacity(&filter) >= 5000);
     }
 
     #[test]

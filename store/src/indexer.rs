@@ -230,6 +230,11 @@ impl Progress {
         watermark
     }
 
+    /// The first `span_data` rowid `pass` had not indexed at this call.
+    pub(crate) fn first_unindexed(&self, pass: &Pass) -> i64 {
+        self.watermark(pass).load(Ordering::Acquire) + 1
+    }
+
     /// The `span_data` rowids committed but not yet indexed by `pass`, if any. Every span
     /// before them is indexed in any snapshot taken after this call (a pass commits before it
     /// reports its watermark), so read this before the query's transaction begins.
@@ -545,10 +550,6 @@ fn run(conn: &Connection, inbound: Inbound, progress: &Progress) {
             }
         }
         recent.forget_through(indexed_through);
-        // Refused while the writer commits; the next round tries again.
-        if let Err(error) = crate::summaries::release_trace_index(conn) {
-            tracing::debug!(%error, "no checkpoint to release the trace id index");
-        }
         stop
     };
     let mut next_round = Instant::now();
@@ -683,13 +684,19 @@ mod tests {
         }
     }
 
-    /// A store in memory holding one span of trace 0102…10 per start time (epoch nanoseconds).
+    /// A store in memory holding one span of trace 0102…10 per start time (epoch nanoseconds),
+    /// with the empty resource and scope (stored bytes of zero length) its spans refer to.
     fn store_with_spans(starts: &[i64]) -> Connection {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(&crate::schema::ddl()).unwrap();
         conn.execute_batch(crate::schema::META_DDL).unwrap();
+        conn.execute_batch(
+            "INSERT INTO resources VALUES (0, 'shop', MAP {}, '', 0, '', '\\x00'::BLOB);
+             INSERT INTO scopes VALUES (0, '', '', MAP {}, '', 0, '', '\\x00'::BLOB);",
+        )
+        .unwrap();
         for &start in starts {
-            add_span(&conn, "0102030405060708090a0b0c0d0e0f10", start);
+            add_span(&conn, TRACE, start);
         }
         conn
     }
@@ -760,26 +767,104 @@ mod tests {
         assert_eq!((tail.rowids, tail.starts), (1..=2, 1_000..=2_000));
     }
 
+    /// The start times of the spans of `trace_id` a trace read finds, sorted.
+    fn trace_starts(
+        conn: &Connection,
+        catalog: &Mutex<crate::reader::Catalog>,
+        progress: &Progress,
+        trace_id: &str,
+    ) -> Vec<u64> {
+        let groups = crate::reader::trace(conn, catalog, progress, trace_id.parse().unwrap()).unwrap();
+        let spans = groups.iter().flat_map(|g| &g.scope_spans).flat_map(|s| &s.spans);
+        let mut starts: Vec<u64> = spans.map(|span| span.start_time_unix_nano).collect();
+        starts.sort_unstable();
+        starts
+    }
+
+    const TRACE: &str = "0102030405060708090a0b0c0d0e0f10";
+
     #[test]
-    fn a_trace_read_finds_spans_not_yet_summarized_by_the_start_times_of_their_commits() {
-        let conn = store_with_spans(&[3_000, 1_000, 2_000]);
-        // An empty resource and scope: their stored bytes are a zero length.
-        conn.execute_batch(
-            "INSERT INTO resources VALUES (0, 'shop', MAP {}, '', 0, '', '\\x00'::BLOB);
-             INSERT INTO scopes VALUES (0, '', '', MAP {}, '', 0, '', '\\x00'::BLOB);",
-        )
+    fn a_trace_read_takes_the_spans_of_the_blocks_whose_filter_holds_the_trace() {
+        const OTHER: &str = "0f0e0d0c0b0a09080706050403020101";
+        const BLOCK: i64 = crate::blocks::BLOCK_ROWS;
+        let conn = store_with_spans(&[]);
+        // Two full blocks of OTHER but for one span of TRACE in the first, which has an event,
+        // and a third block begun, with TRACE again.
+        let rows = 2 * BLOCK + 5;
+        conn.execute_batch(&format!(
+            "INSERT INTO span_data (trace_id, span_id, start_time, duration_ns, service_name,
+                 span_name, span_kind, status_message, resource_id, scope_id, trace_state,
+                 flags, attribute_types, dropped_attributes_count, events,
+                 dropped_events_count, links, dropped_links_count)
+             SELECT CAST(CASE WHEN i IN (100, {rows} - 2) THEN '{TRACE}' ELSE '{OTHER}' END AS UUID),
+                 i, make_timestamp_ns(i), 1, 'shop', 'GET', 2, '', 0, 0, '', 0, '', 0,
+                 CASE WHEN i = 100 THEN [{{'time': make_timestamp_ns(100), 'name': 'retry',
+                     'attributes': MAP {{}}, 'attribute_types': '', 'dropped_attributes_count': 0}}]
+                 ELSE [] END,
+                 0, [], 0
+             FROM range({rows}) t(i)"
+        ))
         .unwrap();
-        let passes = [crate::summaries::TRACE_SUMMARIES];
-        let catalog = std::sync::Mutex::default();
-        let trace_id = "0102030405060708090a0b0c0d0e0f10".parse().unwrap();
-        let spans = |progress: &Progress| {
-            let groups = crate::reader::trace(&conn, &catalog, progress, trace_id).unwrap();
-            let spans = groups.iter().flat_map(|g| &g.scope_spans).flat_map(|s| &s.spans);
-            let mut starts: Vec<u64> = spans.map(|span| span.start_time_unix_nano).collect();
-            starts.sort_unstable();
-            starts
+        let own = Indexer::connection(&conn).unwrap();
+        let passes = [crate::trace_index::TRACE_BLOOMS];
+        let progress = Progress::load(&conn, &passes).unwrap();
+        let recent = RecentSpans::default();
+        let recent_calls = RefCell::new(RecentCalls::default());
+        let summarized = RefCell::new(SummarizedTraces::default());
+        let new_spans = NewSpans {
+            conn: &own,
+            recent: &recent,
+            recent_calls: &recent_calls,
+            summarized_traces: &summarized,
         };
-        // Nothing is summarized: the range comes from the table when the store opens…
+        run_pass(&new_spans, &passes[0], &progress).unwrap();
+        let catalog = Mutex::default();
+        let candidates = |trace_id: &str, before: i64| {
+            let trace_id = trace_id.parse::<crate::TraceId>().unwrap().to_bytes();
+            let blocks = crate::trace_index::candidate_blocks(&conn, &catalog, &trace_id, before).unwrap();
+            blocks
+                .into_iter()
+                .map(|block| (block.spans.rowids, block.events_or_links))
+                .collect::<Vec<_>>()
+        };
+        let before = progress.first_unindexed(&passes[0]);
+        assert_eq!(before, rows);
+        assert_eq!(
+            candidates(TRACE, before),
+            [(0..=BLOCK - 1, true), (2 * BLOCK..=rows - 1, false)]
+        );
+        assert_eq!(
+            candidates(OTHER, before),
+            [
+                (0..=BLOCK - 1, false),
+                (BLOCK..=2 * BLOCK - 1, false),
+                (2 * BLOCK..=rows - 1, false)
+            ]
+        );
+        // The third block's filter is replaced as spans arrive; a read that took its bounds
+        // before that reads the later spans as not yet indexed, not from the filter's block.
+        add_span(&conn, OTHER, rows);
+        add_span(&conn, TRACE, rows + 1);
+        progress.committed(rows + 2, Some(rows..=rows + 1));
+        run_pass(&new_spans, &passes[0], &progress).unwrap();
+        assert_eq!(candidates(TRACE, rows + 2)[1], (2 * BLOCK..=rows + 1, false));
+        assert_eq!(candidates(TRACE, rows)[1], (2 * BLOCK..=rows - 1, false));
+        let last = rows as u64 - 2;
+        assert_eq!(
+            trace_starts(&conn, &catalog, &progress, TRACE),
+            [100, last, rows as u64 + 1]
+        );
+        let other = trace_starts(&conn, &catalog, &progress, OTHER);
+        assert_eq!(other.len() as i64, rows - 1, "each span once");
+    }
+
+    #[test]
+    fn a_trace_read_finds_spans_not_yet_indexed_by_the_start_times_of_their_commits() {
+        let conn = store_with_spans(&[3_000, 1_000, 2_000]);
+        let passes = [crate::trace_index::TRACE_BLOOMS];
+        let catalog = std::sync::Mutex::default();
+        let spans = |progress: &Progress| trace_starts(&conn, &catalog, progress, TRACE);
+        // Nothing is indexed: the range comes from the table when the store opens…
         let progress = Progress::load(&conn, &passes).unwrap();
         assert_eq!(spans(&progress), [1_000, 2_000, 3_000]);
         // …and from the writer for each commit after it, while the older ranges still count.

@@ -4,6 +4,7 @@
 mod attribute_index;
 mod attribute_text;
 mod batch;
+mod blocks;
 mod bloom;
 mod columns;
 mod edges;
@@ -22,6 +23,7 @@ pub mod search;
 pub mod sql;
 mod summaries;
 pub mod trace_compare;
+mod trace_index;
 pub mod trace_view;
 mod writer;
 
@@ -44,6 +46,7 @@ const INDEX_PASSES: &[indexer::Pass] = &[
     edges::SERVICE_CALL_MINUTES,
     summaries::TRACE_SUMMARIES,
     attribute_index::ATTRIBUTE_BLOOMS,
+    trace_index::TRACE_BLOOMS,
 ];
 
 /// DuckDB's default memory ceiling: with it a server ingesting at full speed stays under 1 GiB
@@ -94,9 +97,8 @@ pub struct StoreConfig {
     /// How long one SQL statement may run before it is interrupted.
     pub query_time_limit: std::time::Duration,
     /// DuckDB's memory ceiling for everything it does (ingest, queries), e.g. "2GB";
-    /// past it, queries spill to disk or fail with an out-of-memory error. None: sized for
-    /// the store as it opens ([`DEFAULT_MEMORY_LIMIT`] at least).
-    pub memory_limit: Option<String>,
+    /// past it, queries spill to disk or fail with an out-of-memory error.
+    pub memory_limit: String,
     /// Queries that run at once; more wait for a turn (see [`QuerySlots`]).
     pub max_concurrent_queries: usize,
     /// Threads one DuckDB statement may use, appends and commits included.
@@ -117,7 +119,7 @@ impl StoreConfig {
             data_dir,
             writer: WriterConfig::default(),
             query_time_limit: std::time::Duration::from_secs(30),
-            memory_limit: None,
+            memory_limit: DEFAULT_MEMORY_LIMIT.into(),
             max_concurrent_queries: DEFAULT_MAX_CONCURRENT_QUERIES,
             duckdb_threads: default_duckdb_threads(),
         }
@@ -144,10 +146,7 @@ impl Store {
         check_schema_version(&conn, &path)?;
         conn.execute_batch(&schema::ddl())?;
         attribute_index::mark_plain_blocks(&conn)?;
-        let memory_limit = match &config.memory_limit {
-            Some(limit) => limit.clone(),
-            None => summaries::memory_limit_for_store(&conn)?,
-        };
+        let memory_limit = &config.memory_limit;
         if !memory_limit
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == ' ')
@@ -179,8 +178,12 @@ impl Store {
             progress.clone(),
         )?;
         let indexer = indexer::Indexer::start(indexer_conn, inbox, inbound, progress.clone())?;
+        let mut catalog = reader::Catalog::default();
+        let indexed = progress.first_unindexed(&trace_index::TRACE_BLOOMS);
+        trace_index::read_filters(&conn, &mut catalog, indexed)?;
         let reader = Reader::new(
             conn,
+            catalog,
             progress,
             config.query_time_limit,
             config.max_concurrent_queries,
@@ -247,6 +250,7 @@ pub fn open_read_only(config: &StoreConfig) -> Result<Reader, StoreError> {
     let progress = Arc::new(indexer::Progress::load(&conn, INDEX_PASSES)?);
     Ok(Reader::new(
         conn,
+        reader::Catalog::default(),
         progress,
         config.query_time_limit,
         config.max_concurrent_queries,
@@ -364,13 +368,14 @@ fn lower_this_threads_priority() {
 impl Reader {
     fn new(
         conn: Connection,
+        catalog: reader::Catalog,
         progress: Arc<indexer::Progress>,
         query_time_limit: std::time::Duration,
         max_concurrent_queries: usize,
     ) -> Self {
         Self {
             template: Arc::new(Mutex::new(conn)),
-            catalog: Arc::default(),
+            catalog: Arc::new(Mutex::new(catalog)),
             progress,
             idle: Arc::default(),
             slots: Arc::new(QuerySlots {

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use duckdb::types::{TimeUnit, Value};
-use duckdb::{Connection, OptionalExt};
+use duckdb::Connection;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
@@ -18,57 +18,8 @@ use crate::columns;
 use crate::ids::{SpanId, TraceId};
 use crate::indexer::Progress;
 use crate::key_sets;
-use crate::summaries::TRACE_SUMMARIES;
+use crate::trace_index::{self, TraceBlock, TraceSpans, TRACE_BLOOMS};
 use crate::StoreError;
-
-/// Where one trace's spans are, and whether any of them may have events or links.
-struct TraceWindow {
-    from_ns: i64,
-    to_ns: i64,
-    events_or_links: bool,
-}
-
-/// Where one trace's spans can be, in two steps: `trace_summaries` covers every span up to the
-/// summarizer's watermark, and the few spans after it are looked up by rowid and start time.
-/// Trace ids are random, so a bare `trace_id =` scans every row group; a start-time range lets
-/// zone maps skip all but the trace's own. Values are inlined because DuckDB turns only
-/// constants, not parameters, into the scan filters that prune. Spans not yet summarized, and
-/// summaries written before the count existed, may have events or links.
-fn trace_window(conn: &Connection, progress: &Progress, id: &str) -> Result<Option<TraceWindow>, StoreError> {
-    let summary = format!(
-        "SELECT epoch_ns(start_time) AS lo, epoch_ns(start_time) + duration_ns AS hi,
-                coalesce(spans_with_events_or_links, 1) > 0 AS nested
-         FROM trace_summaries WHERE trace_id = CAST('{id}' AS UUID)"
-    );
-    // With every span summarized, the one summary is the window: the statement that adds the
-    // tail took 0.65 ms where this takes 0.4 at 10M spans.
-    let sql = match progress.unindexed(&TRACE_SUMMARIES) {
-        None => summary,
-        Some(tail) => format!(
-            "SELECT min(lo), max(hi), bool_or(nested) FROM ({summary}
-             UNION ALL
-             SELECT epoch_ns(start_time), epoch_ns(start_time), true FROM span_data s
-             WHERE {} AND trace_id = CAST('{id}' AS UUID))",
-            tail.condition()
-        ),
-    };
-    let window = conn
-        .query_row(&sql, [], |row| {
-            Ok((
-                row.get::<_, Option<i64>>(0)?,
-                row.get::<_, Option<i64>>(1)?,
-                row.get::<_, Option<bool>>(2)?,
-            ))
-        })
-        .optional()?;
-    Ok(window.and_then(|(from_ns, to_ns, events_or_links)| {
-        Some(TraceWindow {
-            from_ns: from_ns?,
-            to_ns: to_ns?,
-            events_or_links: events_or_links.unwrap_or(true),
-        })
-    }))
-}
 
 /// Resources, scopes, attribute key sets and block filters by id, kept once read: a stored row
 /// never changes, so reading a trace whose services were read before needs no query for them.
@@ -80,9 +31,11 @@ pub(crate) struct Catalog {
     scopes: HashMap<u32, (InstrumentationScope, String)>,
     key_sets: HashMap<u32, Arc<[String]>>,
     pub(crate) block_filters: HashMap<u32, Arc<[u8]>>,
+    /// Every stored trace id filter, by block (trace_index.rs).
+    pub(crate) trace_blocks: Vec<TraceBlock>,
 }
 
-/// Entries kept per kind at most; past it that kind starts over, since a store may hold any
+/// Entries kept per kind at most (but trace id filters, which are all needed); past it that kind starts over, since a store may hold any
 /// number of resources. Block filters are about 16 KiB each: 10,000 of them cover 82M spans.
 const CATALOG_ENTRIES: usize = 10_000;
 
@@ -155,35 +108,33 @@ pub(crate) fn trace(
     progress: &Progress,
     trace_id: TraceId,
 ) -> Result<Vec<ResourceSpans>, StoreError> {
-    // Hex digits only (a parsed id), safe to inline.
-    let id = trace_id.to_string();
-    let Some(TraceWindow {
-        from_ns,
-        to_ns,
-        events_or_links,
-    }) = trace_window(conn, progress, &id)?
-    else {
-        return Ok(Vec::new());
-    };
-    // Reading the two nested columns took a quarter of this statement at 10M spans, though
-    // most spans have neither.
-    let (events, links) = match events_or_links {
-        true => ("events", "links"),
-        false => ("NULL", "NULL"),
-    };
-    // The list columns are read only for the spans that use them: reading and splitting them
-    // for every span took a sixth of this statement at 10M.
-    let trace_rows = format!(
-        "FROM span_data
-         WHERE trace_id = CAST('{id}' AS UUID)
-           AND start_time >= make_timestamp_ns({from_ns}) AND start_time <= make_timestamp_ns({to_ns})"
+    // Taken before the filters are read, so that every span before the tail has a filter to
+    // read; the spans of blocks indexed since are read with the tail.
+    let unindexed = progress.unindexed(&TRACE_BLOOMS);
+    let before = unindexed.as_ref().map_or_else(
+        || progress.first_unindexed(&TRACE_BLOOMS),
+        |tail| *tail.rowids.start(),
     );
-    let sql = format!(
-        "SELECT span_id, parent_span_id, epoch_ns(start_time), duration_ns, span_name, span_kind,
-                status_code, status_message, resource_id, scope_id, trace_state, flags,
-                attribute_key_set, attribute_text, attribute_types, rowid,
-                dropped_attributes_count, {events}, dropped_events_count, {links}, dropped_links_count
-         {trace_rows}"
+    let mut runs = trace_index::candidate_blocks(conn, catalog, &trace_id.to_bytes(), before)?;
+    // Spans not yet indexed may have events or links.
+    runs.extend(unindexed.map(|spans| TraceSpans {
+        spans,
+        events_or_links: true,
+    }));
+    if runs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let trace_rows = TraceRows {
+        trace_id: trace_id.to_string(),
+        runs,
+    };
+    let sql = trace_rows.select(
+        "span_id, parent_span_id, epoch_ns(start_time), duration_ns, span_name, span_kind,
+         status_code, status_message, resource_id, scope_id, trace_state, flags,
+         attribute_key_set, attribute_text, attribute_types, rowid,
+         dropped_attributes_count, dropped_events_count, dropped_links_count",
+        true,
+        "",
     );
     let mut statement = conn.prepare(&sql)?;
     let mut rows = statement.query([])?;
@@ -206,10 +157,10 @@ pub(crate) fn trace(
             flags: row.get(11)?,
             attributes: Vec::new(),
             dropped_attributes_count: row.get(16)?,
-            events: list(&row.get(17)?).map(event).collect(),
-            dropped_events_count: row.get(18)?,
-            links: list(&row.get(19)?).map(link).collect(),
-            dropped_links_count: row.get(20)?,
+            events: list(&row.get(19)?).map(event).collect(),
+            dropped_events_count: row.get(17)?,
+            links: list(&row.get(20)?).map(link).collect(),
+            dropped_links_count: row.get(18)?,
         };
         let (key_set, text, types) = (row.get(12)?, row.get(13)?, row.get::<_, String>(14)?);
         attributes.push(StoredAttributes {
@@ -273,11 +224,47 @@ pub(crate) fn trace(
     group(conn, catalog, spans)
 }
 
+/// The spans of one trace, among the runs of `span_data` rows that may hold them.
+struct TraceRows {
+    /// Hex digits only (a parsed id), safe to inline.
+    trace_id: String,
+    runs: Vec<TraceSpans>,
+}
+
+impl TraceRows {
+    /// A statement selecting `columns` of the trace's spans that meet `condition` (`AND …` or
+    /// nothing), then with `nested` their `events` and `links`: NULLs from the runs whose filter
+    /// says none has any, as reading the two took a sixth of the read at 10M spans. A scan per
+    /// run, each pruned to its rows; one scan with the runs ORed took up to 18 instead of 4 ms
+    /// at p99.
+    fn select(&self, columns: &str, nested: bool, condition: &str) -> String {
+        let scans: Vec<String> = self
+            .runs
+            .iter()
+            .map(|run| {
+                let nested = match (nested, run.events_or_links) {
+                    (false, _) => "",
+                    (true, true) => ", events, links",
+                    (true, false) => ", NULL, NULL",
+                };
+                format!(
+                    "SELECT {columns}{nested} FROM span_data s
+                     WHERE s.trace_id = CAST('{}' AS UUID) AND {} {condition}",
+                    self.trace_id,
+                    run.spans.condition()
+                )
+            })
+            .collect();
+        scans.join(" UNION ALL ")
+    }
+}
+
 /// The list columns of the trace's spans that keep their keys or values there.
-fn listed_attributes(conn: &Connection, trace_rows: &str) -> Result<Lists, StoreError> {
-    let sql = format!(
-        "SELECT rowid, attribute_keys, attribute_values {trace_rows}
-           AND (attribute_key_set IS NULL OR attribute_text IS NULL)"
+fn listed_attributes(conn: &Connection, trace_rows: &TraceRows) -> Result<Lists, StoreError> {
+    let sql = trace_rows.select(
+        "rowid, attribute_keys, attribute_values",
+        false,
+        "AND (attribute_key_set IS NULL OR attribute_text IS NULL)",
     );
     let mut statement = conn.prepare(&sql)?;
     let rows = statement.query_map([], |row| Ok((row.get(0)?, (row.get(1)?, row.get(2)?))))?;

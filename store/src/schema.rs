@@ -133,8 +133,9 @@ CREATE TABLE IF NOT EXISTS trace_summaries (
 -- Added after stores were written without it; reading a trace skips the nested event and link
 -- columns when it is 0.
 ALTER TABLE trace_summaries ADD COLUMN IF NOT EXISTS spans_with_events_or_links UBIGINT;
--- Trace ids are random, so without an index finding one summary scans every trace id.
-CREATE INDEX IF NOT EXISTS trace_summaries_trace_id ON trace_summaries (trace_id);
+-- Built by earlier versions to find a trace; trace_blooms does that now, without holding
+-- memory (trace_index.rs).
+DROP INDEX IF EXISTS trace_summaries_trace_id;
 
 -- A Bloom filter of the key/value attribute pairs of each full block of 8192 spans (rowids
 -- block * 8192 and up) and the block's start-time range, for attribute search
@@ -149,6 +150,17 @@ CREATE TABLE IF NOT EXISTS attribute_blooms (
 -- lets a search skip the list columns. Blocks indexed by earlier builds get it from the open
 -- that adds the column (attribute_index.rs mark_plain_blocks).
 ALTER TABLE attribute_blooms ADD COLUMN IF NOT EXISTS plain BOOLEAN;
+
+-- A Bloom filter of the trace ids of each block of 8192 spans (rowids block * 8192 and up; the
+-- newest block's first `spans`, replaced as it fills) and their start-time range, for reading a
+-- trace (trace_index.rs).
+CREATE TABLE IF NOT EXISTS trace_blooms (
+    block BIGINT NOT NULL,
+    spans INTEGER NOT NULL,
+    first_start TIMESTAMP_NS NOT NULL,
+    last_start TIMESTAMP_NS NOT NULL,
+    bloom BIT NOT NULL
+);
 
 -- Every (service, operation) pair seen, for pickers; appended by the trace summarizer.
 CREATE TABLE IF NOT EXISTS operations (

@@ -7,6 +7,7 @@
 //! its start-time zone maps; spans are scanned only for span-level filters, and only from the
 //! range's start on.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -254,27 +255,38 @@ fn search_in_snapshot(
             .then_some(SpanScope::TimeRange(&filter));
         return summaries(conn, query, spans);
     };
-    let mut found: Vec<String> = Vec::new();
+    let wanted = query.limit.min(MAX_LIMIT);
+    let mut found = FoundTraces::new();
     let mut traces = Vec::new();
+    // Traces that matched so far, counting the trace-level filters once summaries are read.
+    let mut yielded = 0;
     let mut scanned = 0;
     while scanned < blocks.len() {
-        let take = if scanned == 0 {
-            FIRST_SCAN_BLOCKS
-        } else {
-            blocks_for_the_rest(traces.len(), query.limit.min(MAX_LIMIT), scanned)
+        let take = match (scanned, query.order) {
+            (0, _) => FIRST_SCAN_BLOCKS,
+            (_, TraceOrder::MostRecent) => blocks_for_the_rest(yielded, wanted, scanned),
+            // Every block is read.
+            _ => MAX_SCAN_BLOCKS,
         };
         let chunk = &blocks[scanned..(scanned + take).min(blocks.len())];
         scanned += chunk.len();
-        found.extend(matching_traces(conn, &filter, chunk)?);
-        if query.order != TraceOrder::MostRecent && scanned < blocks.len() {
+        for (trace_id, matched_ns) in matching_traces(conn, &filter, chunk)? {
+            let earliest = found.entry(trace_id).or_insert(matched_ns);
+            *earliest = (*earliest).min(matched_ns);
+        }
+        // Summaries cost a scan of their trace ids: read only once they may fill the page.
+        let may_stop = query.order == TraceOrder::MostRecent && found.len() >= wanted;
+        if scanned < blocks.len() && !may_stop {
+            yielded = found.len();
             continue;
         }
         traces = summaries(conn, query, Some(SpanScope::Traces(&found)))?;
+        yielded = traces.len();
         let older_latest = blocks[scanned..]
             .iter()
             .map(|block| *block.spans.starts.end())
             .max();
-        let full = traces.len() >= query.limit.min(MAX_LIMIT);
+        let full = traces.len() >= wanted;
         match (older_latest, traces.last()) {
             (None, _) => break,
             (Some(latest), Some(oldest_kept)) if full && oldest_kept.start_ns > latest => break,
@@ -300,12 +312,23 @@ fn blocks_for_the_rest(found: usize, wanted: usize, scanned: usize) -> usize {
 }
 
 /// Which spans the span-level filters (service, operation, attributes) are checked on.
+#[derive(Clone, Copy)]
 enum SpanScope<'a> {
     /// Every span in the time range that passes the filter.
     TimeRange(&'a SpanFilter),
-    /// Only these traces (UUID text), already found to match.
-    Traces(&'a [String]),
+    /// Only these traces, already found to match.
+    Traces(&'a FoundTraces),
 }
+
+/// Traces with a span that matches the span-level filters, by id (UUID text: hex digits and
+/// dashes, safe to inline), with the earliest start among those spans: the trace started no
+/// later.
+type FoundTraces = HashMap<String, i64>;
+
+/// How long before its earliest matching span a found trace's summary is looked for first.
+/// Zone maps skip the summaries outside; a trace that started earlier still than this is found
+/// by a second look through all of them.
+const TRACE_START_MARGIN_NS: i64 = 60_000_000_000;
 
 /// The candidate blocks of the most selective attribute filter, newest first, or `None` when
 /// there are no attribute filters or the blocks are too many to beat one scan of the range.
@@ -337,8 +360,8 @@ fn attribute_blocks(
 /// Beyond this many blocks, an order other than newest-first reads the whole time range at once.
 const MAX_SCANNED_BLOCKS: usize = 64;
 
-/// Span-level filters as SQL selecting the trace ids of `span_data s`: one form for any span,
-/// one for the spans of a plain block (`key_sets::AttributeEquals`).
+/// Span-level filters as the `FROM span_data s WHERE …` part of a statement: one form for any
+/// span, one for the spans of a plain block (`key_sets::AttributeEquals`).
 struct SpanFilter {
     any_span: Condition,
     plain_span: Condition,
@@ -356,7 +379,7 @@ impl SpanFilter {
 
 fn span_filter(conn: &Connection, query: &TraceQuery) -> Result<SpanFilter, StoreError> {
     let mut sql = String::from(
-        "SELECT trace_id FROM span_data s
+        "FROM span_data s
          WHERE start_time >= make_timestamp_ns(?) AND start_time < make_timestamp_ns(?)",
     );
     let mut params = vec![
@@ -386,29 +409,35 @@ fn span_filter(conn: &Connection, query: &TraceQuery) -> Result<SpanFilter, Stor
     Ok(SpanFilter { any_span, plain_span })
 }
 
-/// The ids (UUID text) of the traces with a span matching every span-level filter in these blocks: one
-/// scan per block, each pruned to its rowids.
+/// The traces with a span matching every span-level filter in these blocks, as
+/// [`FoundTraces`] entries: one scan per block, each pruned to its rowids.
 fn matching_traces(
     conn: &Connection,
     filter: &SpanFilter,
     blocks: &[Block],
-) -> Result<Vec<String>, StoreError> {
+) -> Result<Vec<(String, i64)>, StoreError> {
     let branches: Vec<String> = blocks
         .iter()
-        .map(|block| format!("{} AND {}", filter.for_block(block).sql, block.spans.condition()))
+        .map(|block| {
+            format!(
+                "SELECT trace_id, start_time {} AND {}",
+                filter.for_block(block).sql,
+                block.spans.condition()
+            )
+        })
         .collect();
     let sql = format!(
-        "SELECT DISTINCT CAST(trace_id AS VARCHAR) FROM ({})",
+        "SELECT CAST(trace_id AS VARCHAR), min(epoch_ns(start_time)) FROM ({}) GROUP BY trace_id",
         branches.join(" UNION ALL ")
     );
     let all_params = blocks.iter().flat_map(|block| &filter.for_block(block).params);
     let mut statement = conn.prepare(&sql)?;
-    let ids = statement
+    let found = statement
         .query_map(duckdb::params_from_iter(all_params), |row| {
-            row.get::<_, String>(0)
+            Ok((row.get(0)?, row.get(1)?))
         })?
         .collect::<Result<_, _>>()?;
-    Ok(ids)
+    Ok(found)
 }
 
 /// The summaries of matching traces, in the query's order, limited.
@@ -417,29 +446,49 @@ fn summaries(
     query: &TraceQuery,
     spans: Option<SpanScope<'_>>,
 ) -> Result<Vec<TraceSummary>, StoreError> {
-    // Traces already found are fetched through the trace_id index first; a CTE the optimizer
-    // must materialize keeps it from merging the other filters in and scanning every summary
-    // instead (22 -> 1.5 ms for 20 traces at 10M).
-    let (prefix, table) = match &spans {
-        Some(SpanScope::Traces(ids)) => {
-            // The ids came out of DuckDB as UUID text (hex digits and dashes): safe to inline.
-            let list: Vec<String> = ids.iter().map(|id| format!("'{id}'")).collect();
-            let list = if list.is_empty() {
-                "NULL".to_string()
-            } else {
-                list.join(", ")
-            };
-            let cte = format!(
-                "WITH found AS MATERIALIZED (SELECT * FROM trace_summaries WHERE trace_id IN ({list})) "
-            );
-            (cte, "found")
-        }
-        _ => (String::new(), "trace_summaries"),
+    let Some(SpanScope::Traces(found)) = spans else {
+        return Ok(summaries_among(conn, query, spans, None)?.0);
+    };
+    // Found traces are looked up among the summaries starting near their matching spans
+    // first; a CTE the optimizer must materialize keeps it from merging the other filters in
+    // and scanning every summary instead. Only when that misses a trace, among all of them.
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list: Vec<&str> = found.keys().map(String::as_str).collect();
+    let list = format!("'{}'", list.join("', '"));
+    let earliest = found.values().copied().min().unwrap_or_default();
+    let latest = found.values().copied().max().unwrap_or_default();
+    let near = format!(
+        "WITH found AS MATERIALIZED (SELECT * FROM trace_summaries WHERE trace_id IN ({list})
+             AND start_time >= make_timestamp_ns({}) AND start_time <= make_timestamp_ns({latest})) ",
+        earliest.saturating_sub(TRACE_START_MARGIN_NS)
+    );
+    let (traces, looked_up) = summaries_among(conn, query, spans, Some(&near))?;
+    if looked_up == Some(found.len() as u64) {
+        return Ok(traces);
+    }
+    let all =
+        format!("WITH found AS MATERIALIZED (SELECT * FROM trace_summaries WHERE trace_id IN ({list})) ");
+    Ok(summaries_among(conn, query, spans, Some(&all))?.0)
+}
+
+/// The summaries in `trace_summaries`, or in the `found` that `found` defines (a `WITH`
+/// clause), that match `query`, in its order, limited; and with any, how many `found` holds.
+fn summaries_among(
+    conn: &Connection,
+    query: &TraceQuery,
+    spans: Option<SpanScope<'_>>,
+    found: Option<&str>,
+) -> Result<(Vec<TraceSummary>, Option<u64>), StoreError> {
+    let (prefix, table, found_count) = match found {
+        Some(with) => (with, "found", "(SELECT count(*) FROM found)"),
+        None => ("", "trace_summaries", "NULL"),
     };
     let mut sql = format!(
         "{prefix}SELECT replace(CAST(trace_id AS VARCHAR), '-', ''), epoch_ns(start_time), duration_ns,
                 span_count, error_count, root_service, root_operation, root_has_parent,
-                map_keys(services), map_values(services)
+                map_keys(services), map_values(services), {found_count}
          FROM {table}
          WHERE start_time >= make_timestamp_ns(?) AND start_time < make_timestamp_ns(?)",
     );
@@ -460,7 +509,10 @@ fn summaries(
         params.push(Value::Text(service.clone()));
     }
     if let Some(SpanScope::TimeRange(filter)) = spans {
-        sql.push_str(&format!(" AND trace_id IN ({})", filter.any_span.sql));
+        sql.push_str(&format!(
+            " AND trace_id IN (SELECT trace_id {})",
+            filter.any_span.sql
+        ));
         params.extend(filter.any_span.params.iter().cloned());
     }
     sql.push_str(" ORDER BY ");
@@ -471,7 +523,9 @@ fn summaries(
     let mut statement = conn.prepare(&sql)?;
     let mut rows = statement.query(duckdb::params_from_iter(params))?;
     let mut traces = Vec::new();
+    let mut found_count = None;
     while let Some(row) = rows.next()? {
+        found_count = row.get(10)?;
         let trace_id: String = row.get(0)?;
         let Ok(trace_id) = trace_id.parse() else {
             continue;
@@ -494,7 +548,7 @@ fn summaries(
                 .collect(),
         });
     }
-    Ok(traces)
+    Ok((traces, found_count))
 }
 
 /// Every service that sent spans, by name.

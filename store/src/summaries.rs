@@ -10,7 +10,7 @@
 //! Finding the stored summaries to merge with must not read every stored trace id, or each
 //! pass costs more as the store grows. A Bloom filter of the summarized trace ids
 //! ([`SummarizedTraces`]) tells most new traces apart; the others are looked for among the
-//! summaries that start near them, and by trace id for what that misses.
+//! summaries that start near them, and among all older ones only for what that misses.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::RangeInclusive;
@@ -26,10 +26,10 @@ use duckdb::arrow::datatypes::{Field, Schema};
 use duckdb::{Appender, Connection};
 
 use crate::batch::trace_id_field;
-use crate::bloom;
+use crate::bloom::{trace_hash, ONE_IN_10_000};
 use crate::indexer::{widest, NewSpans, Pass};
 use crate::key_sets::column;
-use crate::{StoreError, DEFAULT_MEMORY_LIMIT};
+use crate::StoreError;
 
 /// The pass that keeps `trace_summaries` and `operations` current.
 pub(crate) const TRACE_SUMMARIES: Pass = Pass {
@@ -118,12 +118,8 @@ DELETE FROM fresh_operations;";
 const STORED_START_MARGIN_NS: i64 = 60_000_000_000;
 
 /// Fresh parts starting longer than this before the newest one (a long trace, a late exporter)
-/// do not widen that scan; their stored summaries are found by trace id.
+/// do not widen that scan; their stored summaries are found by a scan of the older ones.
 const START_WINDOW_NS: i64 = 600_000_000_000;
-
-/// Trace ids looked up through the `trace_id` index at most: DuckDB's `index_scan_max_count`.
-/// Past it, the summaries outside the start-time range are scanned instead.
-const INDEX_LOOKUPS: usize = 2048;
 
 fn summarize_new_spans(new_spans: &NewSpans<'_>, lo: i64, hi: i64) -> Result<i64, StoreError> {
     let mut summaries = Summaries::default();
@@ -167,7 +163,9 @@ fn append(mut appender: Appender<'_>, rows: &RecordBatch) -> Result<(), StoreErr
 
 /// Copies the stored summary, and its rowid, of every trace in `fresh_summaries` that has one
 /// into `stored_parts`; returns the earliest start among them. `starts` is the range of the
-/// fresh parts' starts. First by start time near them, then by trace id for what that missed.
+/// fresh parts' starts. First among the summaries starting near them, then, only if that missed
+/// any trace, among the older ones: a scan of their trace ids, 40 ms at 10M traces, which the
+/// few traces spanning minutes and the filter's false positives (1 in 10,000) cost.
 fn find_stored_parts(conn: &Connection, starts: RangeInclusive<i64>) -> Result<Option<i64>, StoreError> {
     let (earliest, newest) = starts.into_inner();
     let from = earliest
@@ -175,28 +173,21 @@ fn find_stored_parts(conn: &Connection, starts: RangeInclusive<i64>) -> Result<O
         .saturating_sub(STORED_START_MARGIN_NS);
     let copy = |condition: &str| {
         conn.execute(
-            &format!("INSERT INTO stored_parts SELECT rowid, * FROM trace_summaries WHERE {condition}"),
+            &format!(
+                "INSERT INTO stored_parts SELECT rowid, * FROM trace_summaries
+                 WHERE {condition} AND trace_id IN (SELECT trace_id FROM fresh_summaries)"
+            ),
             [],
         )
     };
-    copy(&format!(
-        "start_time >= make_timestamp_ns({from}) AND trace_id IN (SELECT trace_id FROM fresh_summaries)"
-    ))?;
-    // UUID text (hex digits): safe to inline.
-    let missed: Vec<String> = conn
-        .prepare(
-            "SELECT CAST(trace_id AS VARCHAR) FROM fresh_summaries ANTI JOIN stored_parts USING (trace_id)",
-        )?
-        .query_map([], |row| row.get(0))?
-        .collect::<Result<_, _>>()?;
-    if missed.len() > INDEX_LOOKUPS {
-        copy(&format!(
-            "start_time < make_timestamp_ns({from}) AND trace_id IN (SELECT trace_id FROM fresh_summaries)"
-        ))?;
-    } else if !missed.is_empty() {
-        let list: Vec<String> = missed.iter().map(|id| format!("'{id}'")).collect();
-        // A bare constant list: DuckDB looks each up in the index only then.
-        copy(&format!("trace_id IN ({})", list.join(", ")))?;
+    copy(&format!("start_time >= make_timestamp_ns({from})"))?;
+    let missed: bool = conn.query_row(
+        "SELECT EXISTS (FROM fresh_summaries ANTI JOIN stored_parts USING (trace_id))",
+        [],
+        |row| row.get(0),
+    )?;
+    if missed {
+        copy(&format!("start_time < make_timestamp_ns({from})"))?;
     }
     Ok(
         conn.query_row("SELECT min(epoch_ns(start_time)) FROM stored_parts", [], |row| {
@@ -229,21 +220,20 @@ impl SummarizedTraces {
         if self
             .filter
             .as_ref()
-            .is_some_and(|filter| self.held + adding <= bloom::capacity(filter))
+            .is_some_and(|filter| self.held + adding <= ONE_IN_10_000.capacity(filter))
         {
             return Ok(());
         }
         let stored: usize = conn.query_row("SELECT count(*) FROM trace_summaries", [], |row| row.get(0))?;
-        let mut filter = bloom::empty((2 * (stored + adding)).max(MIN_FILTER_TRACES));
+        let mut filter = ONE_IN_10_000.empty((2 * (stored + adding)).max(MIN_FILTER_TRACES));
         let mut statement = conn.prepare("SELECT trace_id FROM trace_summaries")?;
         for batch in statement.query_arrow([])? {
             let ids = batch.column(0);
             for row in 0..batch.num_rows() {
-                bloom::insert(&mut filter, trace_hash(&trace_id_at(ids, row)));
+                ONE_IN_10_000.insert(&mut filter, trace_hash(&trace_id_at(ids, row)));
             }
         }
         tracing::debug!(stored, bytes = filter.len(), "summarized trace ids read");
-        warn_if_the_trace_index_outgrows_memory(conn, stored)?;
         self.filter = Some(filter);
         self.held = stored;
         Ok(())
@@ -253,107 +243,13 @@ impl SummarizedTraces {
     fn put(&mut self, trace_id: &[u8; 16]) -> bool {
         let filter = self.filter.as_mut().expect("make_room comes first");
         let hash = trace_hash(trace_id);
-        let held = bloom::holds(filter, hash);
+        let held = ONE_IN_10_000.holds(filter, hash);
         if !held {
-            bloom::insert(filter, hash);
+            ONE_IN_10_000.insert(filter, hash);
             self.held += 1;
         }
         held
     }
-}
-
-/// DuckDB's memory for the `trace_id` index of `trace_summaries` per trace, all of it loaded:
-/// 270 MB at 6.7M traces, after a commit of 3,000 new summaries touched every part of it.
-const TRACE_INDEX_BYTES_PER_TRACE: f64 = 42.0;
-
-/// DuckDB's memory limit when none is given: room for the trace id index of twice the stored
-/// traces beside 150 MB for the rest, so that it keeps fitting as the store grows, and
-/// [`DEFAULT_MEMORY_LIMIT`] at least. A store whose index outgrows DuckDB's memory stops
-/// committing spans at all: the index is not evicted while spans arrive.
-pub(crate) fn memory_limit_for_store(conn: &Connection) -> Result<String, StoreError> {
-    let traces: u64 = conn.query_row("SELECT count(*) FROM trace_summaries", [], |row| row.get(0))?;
-    Ok(memory_limit_for(traces))
-}
-
-fn memory_limit_for(traces: u64) -> String {
-    let megabytes = (150e6 + 2.0 * traces as f64 * TRACE_INDEX_BYTES_PER_TRACE) / 1e6;
-    let floor: f64 = DEFAULT_MEMORY_LIMIT
-        .trim_end_matches("MB")
-        .parse()
-        .expect("the default is in MB");
-    if megabytes > floor {
-        format!("{}MB", megabytes.ceil())
-    } else {
-        DEFAULT_MEMORY_LIMIT.to_string()
-    }
-}
-
-/// Says so when the index of `traces` trace ids takes over half of DuckDB's memory limit: near
-/// the limit, passes fail with out-of-memory errors, and then commits of spans too.
-fn warn_if_the_trace_index_outgrows_memory(conn: &Connection, traces: usize) -> Result<(), StoreError> {
-    let index_bytes = traces as f64 * TRACE_INDEX_BYTES_PER_TRACE;
-    let Some(limit) = memory_limit(conn)? else {
-        return Ok(());
-    };
-    if index_bytes > limit / 2.0 {
-        tracing::warn!(
-            traces,
-            memory_limit_mib = (limit / 1048576.0).round(),
-            index_mib = (index_bytes / 1048576.0).round(),
-            "the trace id index takes over half of DuckDB's memory limit while spans arrive; \
-             raise --memory-limit (about 42 bytes per trace plus 150 MB), or restart if it is \
-             not set: the default grows with the stored traces"
-        );
-    }
-    Ok(())
-}
-
-/// The share of DuckDB's memory limit the `trace_id` index may hold before the indexer
-/// checkpoints. A commit of summaries loads the parts of the index it touches, and they stay
-/// in memory, counted against the limit, until a checkpoint writes them; at a low rate DuckDB
-/// checkpoints rarely, so they add up to the whole index.
-const TRACE_INDEX_SHARE: f64 = 0.4;
-
-/// Checkpoints when the trace id index holds more than its share of DuckDB's memory. Measured
-/// on the index of 10M traces: a commit of 150 new summaries loaded ~50 MiB of it, and the
-/// checkpoint after it took ~80 ms and left none.
-pub(crate) fn release_trace_index(conn: &Connection) -> Result<(), StoreError> {
-    let index_bytes: Option<i64> = conn.query_row(
-        "SELECT CAST(sum(memory_usage_bytes) AS BIGINT) FROM duckdb_memory() WHERE tag = 'ART_INDEX'",
-        [],
-        |row| row.get(0),
-    )?;
-    let index_bytes = index_bytes.unwrap_or(0) as f64;
-    if memory_limit(conn)?.is_some_and(|limit| index_bytes > limit * TRACE_INDEX_SHARE) {
-        let started = std::time::Instant::now();
-        conn.execute_batch("CHECKPOINT")?;
-        tracing::debug!(index_mib = (index_bytes / 1048576.0).round(), elapsed = ?started.elapsed(), "checkpointed to release the trace id index");
-    }
-    Ok(())
-}
-
-/// DuckDB's memory limit in bytes, if it reads as a size.
-fn memory_limit(conn: &Connection) -> Result<Option<f64>, StoreError> {
-    let limit: String = conn.query_row("SELECT current_setting('memory_limit')", [], |row| row.get(0))?;
-    Ok(parse_size(&limit))
-}
-
-/// Bytes in a size as DuckDB shows one (`286.1 MiB`).
-fn parse_size(text: &str) -> Option<f64> {
-    let (number, unit) = text.split_once(' ')?;
-    let scale = match unit {
-        "bytes" => 1.0,
-        "KiB" => 1024.0,
-        "MiB" => 1048576.0,
-        "GiB" => 1073741824.0,
-        "TiB" => 1099511627776.0,
-        _ => return None,
-    };
-    Some(number.parse::<f64>().ok()? * scale)
-}
-
-fn trace_hash(trace_id: &[u8; 16]) -> u64 {
-    bloom::fnv1a(*trace_id)
 }
 
 /// A pass's summaries, split by whether the trace may have a stored one to merge with.
@@ -613,7 +509,7 @@ mod tests {
     }
 
     #[test]
-    fn stored_parts_are_found_near_the_fresh_starts_and_by_trace_id_further_back() {
+    fn stored_parts_are_found_near_the_fresh_starts_and_further_back() {
         let conn = store();
         // 1 started with the fresh parts, 2 two hours before them, 3 is not fresh; 4 is fresh
         // but not stored (as a false positive of the filter would be).
@@ -629,75 +525,6 @@ mod tests {
     }
 
     #[test]
-    fn more_stored_parts_than_the_index_serves_are_found_by_a_scan() {
-        let conn = store();
-        let traces = INDEX_LOOKUPS as u32 + 10;
-        for n in 1..=traces {
-            summarize(&conn, "trace_summaries", n, NOW_NS - 2 * HOUR_NS);
-            summarize(&conn, "fresh_summaries", n, NOW_NS);
-        }
-        summarize(&conn, "trace_summaries", traces + 1, NOW_NS - 2 * HOUR_NS);
-        find_stored_parts(&conn, NOW_NS..=NOW_NS).unwrap();
-        let expected: Vec<String> = (1..=traces).map(uuid_text).collect();
-        assert_eq!(stored_parts(&conn), expected);
-    }
-
-    #[test]
-    fn a_checkpoint_releases_the_trace_index_once_it_holds_its_share_of_memory() {
-        let path = std::env::temp_dir().join(format!("ducktrace-index-{}.duckdb", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(&crate::schema::ddl()).unwrap();
-        let index_mib = || -> i64 {
-            conn.query_row(
-                "SELECT coalesce(CAST(sum(memory_usage_bytes) AS BIGINT), 0) // 1048576
-                 FROM duckdb_memory() WHERE tag = 'ART_INDEX'",
-                [],
-                |row| row.get(0),
-            )
-            .unwrap()
-        };
-        conn.execute_batch(
-            "CHECKPOINT;
-             INSERT INTO trace_summaries SELECT uuid(), TIMESTAMP_NS '2026-12-04 12:00:00', 1, 1,
-                 0, 'shop', 'GET', false, TIMESTAMP_NS '2026-12-04 12:00:00', MAP {'shop': 1}, 0
-             FROM range(300000);",
-        )
-        .unwrap();
-        let held = index_mib();
-        assert!(held >= 4, "the index holds {held} MiB");
-        conn.execute_batch("SET memory_limit = '1GB'").unwrap();
-        release_trace_index(&conn).unwrap();
-        assert_eq!(index_mib(), held, "well within its share: kept");
-        conn.execute_batch(&format!("SET memory_limit = '{}MB'", held * 2))
-            .unwrap();
-        release_trace_index(&conn).unwrap();
-        assert_eq!(index_mib(), 0, "over its share: written out");
-        drop(conn);
-        let _ = std::fs::remove_file(&path);
-    }
-
-    #[test]
-    fn the_default_memory_limit_grows_with_the_stored_traces() {
-        assert_eq!(memory_limit_for(0), DEFAULT_MEMORY_LIMIT);
-        assert_eq!(memory_limit_for(1_000_000), DEFAULT_MEMORY_LIMIT);
-        assert_eq!(memory_limit_for(10_000_000), "990MB");
-    }
-
-    #[test]
-    fn memory_limits_read_as_duckdb_shows_them() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("SET memory_limit = '300MB'").unwrap();
-        let shown: String = conn
-            .query_row("SELECT current_setting('memory_limit')", [], |row| row.get(0))
-            .unwrap();
-        let bytes = parse_size(&shown).unwrap();
-        assert!((299e6..=301e6).contains(&bytes), "{shown} read as {bytes}");
-        assert_eq!(parse_size("1.5 GiB"), Some(1.5 * 1073741824.0));
-        assert_eq!(parse_size("lots"), None);
-    }
-
-    #[test]
     fn the_filter_holds_the_traces_stored_before_it_was_made() {
         let conn = store();
         summarize(&conn, "trace_summaries", 1, NOW_NS);
@@ -708,9 +535,9 @@ mod tests {
         assert!(summarized.put(&trace_id(2)), "put in just now");
         // Full: rebuilt from the table, which does not hold trace 2 yet, so a false positive
         // is the worst it can give.
-        let capacity = bloom::capacity(summarized.filter.as_ref().unwrap());
+        let capacity = ONE_IN_10_000.capacity(summarized.filter.as_ref().unwrap());
         summarized.make_room(&conn, capacity).unwrap();
         assert!(summarized.put(&trace_id(1)));
-        assert!(bloom::capacity(summarized.filter.as_ref().unwrap()) > capacity);
+        assert!(ONE_IN_10_000.capacity(summarized.filter.as_ref().unwrap()) > capacity);
     }
 }
