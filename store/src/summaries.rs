@@ -164,7 +164,7 @@ fn append(mut appender: Appender<'_>, rows: &RecordBatch) -> Result<(), StoreErr
 /// Copies the stored summary, and its rowid, of every trace in `fresh_summaries` that has one
 /// into `stored_parts`; returns the earliest start among them. `starts` is the range of the
 /// fresh parts' starts. First among the summaries starting near them, then, only if that missed
-/// any trace, among the older ones: a scan of their trace ids, 40 ms at 10M traces, which the
+/// any trace, among the older ones: a scan of their trace ids, ~120 ms at 10M traces, which the
 /// few traces spanning minutes and the filter's false positives (1 in 10,000) cost.
 fn find_stored_parts(conn: &Connection, starts: RangeInclusive<i64>) -> Result<Option<i64>, StoreError> {
     let (earliest, newest) = starts.into_inner();
