@@ -701,6 +701,23 @@ mod tests {
         conn
     }
 
+    /// What `work` makes of new spans on `own`, the indexer's connection, holding none from the
+    /// writer: passes read them from the table.
+    fn from_the_table<T>(
+        own: &Connection,
+        summarized: &RefCell<SummarizedTraces>,
+        work: impl FnOnce(&NewSpans<'_>) -> T,
+    ) -> T {
+        let recent = RecentSpans::default();
+        let recent_calls = RefCell::new(RecentCalls::default());
+        work(&NewSpans {
+            conn: own,
+            recent: &recent,
+            recent_calls: &recent_calls,
+            summarized_traces: summarized,
+        })
+    }
+
     fn add_span(conn: &Connection, trace_id: &str, start: i64) {
         conn.execute(
             "INSERT INTO span_data (trace_id, span_id, start_time, duration_ns, service_name,
@@ -722,16 +739,10 @@ mod tests {
         let own = Indexer::connection(&conn).unwrap();
         let passes = [crate::summaries::TRACE_SUMMARIES];
         let progress = Progress::load(&conn, &passes).unwrap();
-        let recent = RecentSpans::default();
-        let recent_calls = RefCell::new(RecentCalls::default());
         let summarize = |summarized: &RefCell<SummarizedTraces>| {
-            let new_spans = NewSpans {
-                conn: &own,
-                recent: &recent,
-                recent_calls: &recent_calls,
-                summarized_traces: summarized,
-            };
-            run_pass(&new_spans, &passes[0], &progress).unwrap();
+            from_the_table(&own, summarized, |new_spans| {
+                run_pass(new_spans, &passes[0], &progress).unwrap()
+            });
         };
         let summarized = RefCell::new(SummarizedTraces::default());
         summarize(&summarized);
@@ -808,16 +819,13 @@ mod tests {
         let own = Indexer::connection(&conn).unwrap();
         let passes = [crate::trace_index::TRACE_BLOOMS];
         let progress = Progress::load(&conn, &passes).unwrap();
-        let recent = RecentSpans::default();
-        let recent_calls = RefCell::new(RecentCalls::default());
-        let summarized = RefCell::new(SummarizedTraces::default());
-        let new_spans = NewSpans {
-            conn: &own,
-            recent: &recent,
-            recent_calls: &recent_calls,
-            summarized_traces: &summarized,
+        let summarized = RefCell::default();
+        let index = || {
+            from_the_table(&own, &summarized, |new_spans| {
+                run_pass(new_spans, &passes[0], &progress).unwrap()
+            })
         };
-        run_pass(&new_spans, &passes[0], &progress).unwrap();
+        index();
         let catalog = Mutex::default();
         let candidates = |trace_id: &str, before: i64| {
             let trace_id = trace_id.parse::<crate::TraceId>().unwrap().to_bytes();
@@ -846,7 +854,7 @@ mod tests {
         add_span(&conn, OTHER, rows);
         add_span(&conn, TRACE, rows + 1);
         progress.committed(rows + 2, Some(rows..=rows + 1));
-        run_pass(&new_spans, &passes[0], &progress).unwrap();
+        index();
         assert_eq!(candidates(TRACE, rows + 2)[1], (2 * BLOCK..=rows + 1, false));
         assert_eq!(candidates(TRACE, rows)[1], (2 * BLOCK..=rows - 1, false));
         let last = rows as u64 - 2;
@@ -885,16 +893,9 @@ mod tests {
         // As the store opens it: the indexer's connection first, then the lock.
         let own = Indexer::connection(&conn).unwrap();
         conn.execute_batch("SET lock_configuration = true").unwrap();
-        let recent = RecentSpans::default();
-        let recent_calls = RefCell::new(RecentCalls::default());
-        let summarized_traces = RefCell::new(SummarizedTraces::default());
-        let new_spans = NewSpans {
-            conn: &own,
-            recent: &recent,
-            recent_calls: &recent_calls,
-            summarized_traces: &summarized_traces,
-        };
-        let batches = new_spans.columns(0..=0, &["trace_id", "span_name"]).unwrap();
+        let batches = from_the_table(&own, &RefCell::default(), |new_spans| {
+            new_spans.columns(0..=0, &["trace_id", "span_name"]).unwrap()
+        });
         let trace_ids = batches[0].column(0);
         assert_eq!(
             trace_ids.data_type(),
