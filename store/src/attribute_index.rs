@@ -44,11 +44,11 @@ fn index_full_blocks(new_spans: &NewSpans<'_>, lo: i64, hi: i64) -> Result<i64, 
         "INSERT INTO attribute_blooms (block, first_start, last_start, bloom, plain)
          VALUES (?, make_timestamp_ns(?), make_timestamp_ns(?), CAST(? AS BIT), ?)",
     )?;
-    blocks::index_filled(lo, hi, |block| {
+    blocks::index_filled(new_spans, (lo, hi), &BLOCK_COLUMNS, |block, batches| {
         let mut hashes = Vec::new();
         let mut starts = blocks::Starts::default();
         let mut plain = true;
-        for batch in new_spans.columns(blocks::rowids(block), &BLOCK_COLUMNS)? {
+        for batch in batches {
             let ids = key_sets::column::<UInt32Array>(batch.column(0));
             let texts = key_sets::column::<StringArray>(batch.column(1));
             let lists = key_sets::column::<ListArray>(batch.column(2));

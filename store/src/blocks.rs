@@ -4,30 +4,76 @@
 //! built once, when the writer has filled it; the spans after the last full block are few and
 //! always read directly.
 
-use std::ops::RangeInclusive;
+use std::ops::{Range, RangeInclusive};
 
-use duckdb::arrow::array::TimestampNanosecondArray;
+use duckdb::arrow::array::{RecordBatch, TimestampNanosecondArray};
 
-use crate::indexer::SpanRange;
+use crate::indexer::{NewSpans, SpanRange};
 use crate::StoreError;
 
 /// Spans per block: four DuckDB vectors. Smaller blocks prune finer but cost more filters.
 pub(crate) const BLOCK_ROWS: i64 = 8192;
 
+/// Blocks whose spans are read back from the table in one query. Block by block, the query's
+/// own cost came first: reading events and links took 2.3 µs a span for 8,192 spans and 0.36
+/// for 65,536; the attribute columns 1.0 and 0.31.
+const READ_BLOCKS: i64 = 8;
+
 /// Runs `index` on every block filled among rowids `(lo, hi]` (after a pass's watermark `lo`)
-/// and returns the pass's new watermark: the last rowid of the last full block, or `lo`.
+/// with its spans' `columns`, and returns the pass's new watermark: the last rowid of the last
+/// full block, or `lo`.
 pub(crate) fn index_filled(
-    lo: i64,
-    hi: i64,
-    index: impl FnMut(i64) -> Result<(), StoreError>,
+    new_spans: &NewSpans<'_>,
+    (lo, hi): (i64, i64),
+    columns: &[&str],
+    index: impl FnMut(i64, &[RecordBatch]) -> Result<(), StoreError>,
 ) -> Result<i64, StoreError> {
     let blocks = (lo + 1) / BLOCK_ROWS..(hi + 1) / BLOCK_ROWS;
     if blocks.is_empty() {
         return Ok(lo);
     }
-    let end = blocks.end;
-    blocks.into_iter().try_for_each(index)?;
-    Ok(end * BLOCK_ROWS - 1)
+    let last = blocks.end * BLOCK_ROWS - 1;
+    index_blocks(new_spans, blocks, last, columns, index)?;
+    Ok(last)
+}
+
+/// Runs `index` on each of `blocks` with the `columns` of its spans up to rowid `last`, in
+/// rowid order, which DuckDB keeps for a scan of one table (`preserve_insertion_order`).
+pub(crate) fn index_blocks(
+    new_spans: &NewSpans<'_>,
+    blocks: Range<i64>,
+    last: i64,
+    columns: &[&str],
+    mut index: impl FnMut(i64, &[RecordBatch]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut first = blocks.start;
+    while first < blocks.end {
+        let end = (first + READ_BLOCKS).min(blocks.end);
+        let rows = first * BLOCK_ROWS..=(end * BLOCK_ROWS - 1).min(last);
+        let (mut block, mut rowid) = (first, *rows.start());
+        let mut parts = Vec::new();
+        for batch in new_spans.columns(rows.clone(), columns)? {
+            let mut offset = 0;
+            while offset < batch.num_rows() {
+                let block_end = (block + 1) * BLOCK_ROWS;
+                let take = ((block_end - rowid) as usize).min(batch.num_rows() - offset);
+                parts.push(batch.slice(offset, take));
+                offset += take;
+                rowid += take as i64;
+                if rowid == block_end {
+                    index(block, &parts)?;
+                    parts.clear();
+                    block += 1;
+                }
+            }
+        }
+        debug_assert_eq!(rowid, rows.end() + 1, "every span of the blocks read");
+        if !parts.is_empty() {
+            index(block, &parts)?;
+        }
+        first = end;
+    }
+    Ok(())
 }
 
 /// The rowids of `block`.

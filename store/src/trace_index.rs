@@ -15,7 +15,7 @@
 use std::ops::RangeInclusive;
 use std::sync::Mutex;
 
-use duckdb::arrow::array::{ListArray, TimestampNanosecondArray};
+use duckdb::arrow::array::{ListArray, RecordBatch, TimestampNanosecondArray};
 use duckdb::Connection;
 
 use crate::blocks;
@@ -46,11 +46,11 @@ fn index_new_spans(new_spans: &NewSpans<'_>, lo: i64, hi: i64) -> Result<i64, St
         "INSERT INTO trace_blooms (block, spans, first_start, last_start, bloom)
          VALUES (?, ?, make_timestamp_ns(?), make_timestamp_ns(?), CAST(? AS BIT))",
     )?;
-    for block in (lo + 1) / blocks::BLOCK_ROWS..=hi / blocks::BLOCK_ROWS {
-        let rows = *blocks::rowids(block).start()..=hi.min(*blocks::rowids(block).end());
+    let touched = (lo + 1) / blocks::BLOCK_ROWS..hi / blocks::BLOCK_ROWS + 1;
+    blocks::index_blocks(new_spans, touched, hi, &BLOCK_COLUMNS, |block, batches| {
         let mut hashes = Vec::with_capacity(blocks::BLOCK_ROWS as usize);
         let mut starts = blocks::Starts::default();
-        for batch in new_spans.columns(rows.clone(), &BLOCK_COLUMNS)? {
+        for batch in batches {
             let ids = batch.column(0);
             let events = key_sets::column::<ListArray>(batch.column(2));
             let links = key_sets::column::<ListArray>(batch.column(3));
@@ -65,17 +65,19 @@ fn index_new_spans(new_spans: &NewSpans<'_>, lo: i64, hi: i64) -> Result<i64, St
         }
         hashes.sort_unstable();
         hashes.dedup();
-        if *rows.start() <= lo {
+        if *blocks::rowids(block).start() <= lo {
             replace.execute([block])?;
         }
+        let spans: usize = batches.iter().map(RecordBatch::num_rows).sum();
         insert.execute(duckdb::params![
             block,
-            rows.end() - rows.start() + 1,
+            spans as i64,
             starts.first,
             starts.last,
             ONE_IN_10_000.filter_of(&hashes)
         ])?;
-    }
+        Ok(())
+    })?;
     Ok(hi)
 }
 
