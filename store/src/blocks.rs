@@ -1,8 +1,7 @@
 //! Blocks of [`BLOCK_ROWS`] spans by rowid (block `b` holds rowids `b * BLOCK_ROWS` and up), the
 //! unit of the stored Bloom filters of attribute pairs (attribute_index.rs) and of trace ids
-//! (trace_index.rs). Spans get consecutive rowids and are never deleted, so a block's filter is
-//! built once, when the writer has filled it; the spans after the last full block are few and
-//! always read directly.
+//! (trace_index.rs). Spans get consecutive rowids and are never deleted, so a block's spans
+//! never change once the writer has filled it.
 
 use std::ops::{Range, RangeInclusive};
 

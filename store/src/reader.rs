@@ -31,12 +31,14 @@ pub(crate) struct Catalog {
     scopes: HashMap<u32, (InstrumentationScope, String)>,
     key_sets: HashMap<u32, Arc<[String]>>,
     pub(crate) block_filters: HashMap<u32, Arc<[u8]>>,
-    /// Every stored trace id filter, by block (trace_index.rs).
+    /// Every stored trace id filter in block order (trace_index.rs); the newest is read again
+    /// as its block fills.
     pub(crate) trace_blocks: Vec<TraceBlock>,
 }
 
-/// Entries kept per kind at most (but trace id filters, which are all needed); past it that kind starts over, since a store may hold any
-/// number of resources. Block filters are about 16 KiB each: 10,000 of them cover 82M spans.
+/// Entries kept per kind at most (but trace id filters, which are all needed); past it that
+/// kind starts over, since a store may hold any number of resources. Attribute block filters
+/// are 16 KiB each: 10,000 of them cover 82M spans.
 const CATALOG_ENTRIES: usize = 10_000;
 
 /// `ids` as the items of a SQL `IN (…)` list: integers only, safe to inline.

@@ -208,7 +208,7 @@ pub(crate) struct SummarizedTraces {
     held: usize,
 }
 
-/// Traces a filter is sized for at least; 1.25 MB.
+/// Traces a filter is sized for at least; 4 MiB.
 const MIN_FILTER_TRACES: usize = 1 << 20;
 
 impl SummarizedTraces {
