@@ -611,20 +611,26 @@ fn run_pass(new_spans: &NewSpans<'_>, pass: &Pass, progress: &Progress) -> Resul
         let Some(new) = pass.unindexed(conn)? else {
             return Ok(None);
         };
+        let at_most =
+            |rows: RangeInclusive<i64>| *rows.start()..=(*rows.end()).min(rows.start() + MAX_PASS_ROWS - 1);
         // Spans committed since the indexer last took its messages wait for the next round,
         // instead of all of them being read back from the table.
-        let new = if pass.follows_spans() {
-            new_spans.recent.held_part(new)
-        } else {
-            new
+        let mut rows = match pass.follows_spans() {
+            true => at_most(new_spans.recent.held_part(new.clone())),
+            false => at_most(new.clone()),
         };
-        let new = *new.start()..=(*new.end()).min(new.start() + MAX_PASS_ROWS - 1);
-        let lo = new.start() - 1;
+        let lo = rows.start() - 1;
         let (started, cpu_started) = (Instant::now(), thread_cpu_time());
-        let indexed = (pass.run)(new_spans, lo, *new.end())?;
+        let mut indexed = (pass.run)(new_spans, lo, *rows.end())?;
+        if indexed == lo && rows.end() < new.end() {
+            // A pass of whole blocks held less than one: the writer sends no more while the
+            // indexer is this far behind, so it would wait for ever. The rest is in the table.
+            rows = at_most(new);
+            indexed = (pass.run)(new_spans, lo, *rows.end())?;
+        }
         tracing::debug!(
             pass = pass.name,
-            rows = new.end() - lo,
+            rows = rows.end() - lo,
             elapsed = ?started.elapsed(),
             this_thread_cpu = ?thread_cpu_time().saturating_sub(cpu_started),
             "indexed"
@@ -864,6 +870,50 @@ mod tests {
         );
         let other = trace_starts(&conn, &catalog, &progress, OTHER);
         assert_eq!(other.len() as i64, rows - 1, "each span once");
+    }
+
+    #[test]
+    fn a_pass_of_whole_blocks_holding_less_than_one_reads_the_rest_from_the_table() {
+        let conn = store_with_spans(&[]);
+        let rows = 2 * crate::blocks::BLOCK_ROWS + 5;
+        conn.execute_batch(&format!(
+            "INSERT INTO span_data (trace_id, span_id, start_time, duration_ns, service_name,
+                 span_name, span_kind, status_message, resource_id, scope_id, trace_state,
+                 flags, attribute_types, dropped_attributes_count, events,
+                 dropped_events_count, links, dropped_links_count)
+             SELECT CAST('{TRACE}' AS UUID), i, make_timestamp_ns(i), 1, 'shop', 'GET', 2, '', 0,
+                 0, '', 0, '', 0, [], 0, [], 0
+             FROM range({rows}) t(i)"
+        ))
+        .unwrap();
+        let own = Indexer::connection(&conn).unwrap();
+        let passes = [crate::attribute_index::ATTRIBUTE_BLOOMS];
+        let (pass, progress) = (&passes[0], Progress::load(&conn, &passes).unwrap());
+        // The writer's columns of the first 100 spans, and no more: it stopped sending them.
+        let mut recent = RecentSpans::default();
+        let held = own
+            .prepare(&format!(
+                "SELECT {} FROM span_data WHERE rowid < 100",
+                pass.columns.join(", ")
+            ))
+            .unwrap()
+            .query_arrow([])
+            .unwrap()
+            .collect::<Vec<_>>();
+        recent.push(CommittedSpans {
+            first_rowid: 0,
+            columns: duckdb::arrow::compute::concat_batches(&held[0].schema(), &held).unwrap(),
+        });
+        let recent_calls = RefCell::new(RecentCalls::default());
+        let summarized = RefCell::default();
+        let new_spans = NewSpans {
+            conn: &own,
+            recent: &recent,
+            recent_calls: &recent_calls,
+            summarized_traces: &summarized,
+        };
+        let indexed = run_pass(&new_spans, pass, &progress).unwrap();
+        assert_eq!(indexed, 2 * crate::blocks::BLOCK_ROWS - 1);
     }
 
     #[test]
