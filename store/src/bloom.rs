@@ -28,7 +28,12 @@ const MIN_BITS: usize = 1024;
 
 /// FNV-1a of `bytes`.
 pub(crate) fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    fnv1a_on(0xcbf2_9ce4_8422_2325, bytes)
+}
+
+/// FNV-1a of what hashed to `hash` followed by `bytes`: it runs left to right, so a common
+/// beginning is hashed once.
+pub(crate) fn fnv1a_on(mut hash: u64, bytes: impl IntoIterator<Item = u8>) -> u64 {
     for byte in bytes {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
