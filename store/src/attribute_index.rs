@@ -84,13 +84,11 @@ fn index_full_blocks(new_spans: &NewSpans<'_>, lo: i64, hi: i64) -> Result<i64, 
             }
             starts.add(key_sets::column::<TimestampNanosecondArray>(batch.column(3)));
         }
-        hashes.sort_unstable();
-        hashes.dedup();
         insert.execute(duckdb::params![
             block,
             starts.first,
             starts.last,
-            ONE_PERCENT.filter_of(&hashes),
+            ONE_PERCENT.filter_of(hashes),
             plain
         ])?;
         Ok(())

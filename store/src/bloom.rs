@@ -50,8 +50,10 @@ impl Shape {
         vec![0u8; bits / 8]
     }
 
-    /// A filter holding `hashes`, sized for them.
-    pub(crate) fn filter_of(self, hashes: &[u64]) -> Vec<u8> {
+    /// A filter holding `hashes`, sized for the distinct ones.
+    pub(crate) fn filter_of(self, mut hashes: Vec<u64>) -> Vec<u8> {
+        hashes.sort_unstable();
+        hashes.dedup();
         let mut filter = self.empty(hashes.len());
         hashes.iter().for_each(|&hash| self.insert(&mut filter, hash));
         filter
@@ -97,7 +99,7 @@ mod tests {
     fn false_positives(shape: Shape) -> usize {
         let hash = |i: u32| fnv1a(i.to_le_bytes());
         let hashes: Vec<u64> = (0..5000).map(hash).collect();
-        let filter = shape.filter_of(&hashes);
+        let filter = shape.filter_of(hashes.clone());
         assert!(hashes.iter().all(|&h| shape.holds(&filter, h)));
         assert!(shape.capacity(&filter) >= 5000);
         (5000..105_000).filter(|&i| shape.holds(&filter, hash(i))).count()

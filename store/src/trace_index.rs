@@ -63,8 +63,6 @@ fn index_new_spans(new_spans: &NewSpans<'_>, lo: i64, hi: i64) -> Result<i64, St
             }
             starts.add(key_sets::column::<TimestampNanosecondArray>(batch.column(1)));
         }
-        hashes.sort_unstable();
-        hashes.dedup();
         if *blocks::rowids(block).start() <= lo {
             replace.execute([block])?;
         }
@@ -74,7 +72,7 @@ fn index_new_spans(new_spans: &NewSpans<'_>, lo: i64, hi: i64) -> Result<i64, St
             spans as i64,
             starts.first,
             starts.last,
-            ONE_IN_10_000.filter_of(&hashes)
+            ONE_IN_10_000.filter_of(hashes)
         ])?;
         Ok(())
     })?;
