@@ -457,20 +457,22 @@ fn summaries(
     }
     let list: Vec<&str> = found.keys().map(String::as_str).collect();
     let list = format!("'{}'", list.join("', '"));
+    let found_where = |bounds: &str| {
+        format!(
+            "WITH found AS MATERIALIZED (SELECT * FROM trace_summaries WHERE trace_id IN ({list}){bounds}) "
+        )
+    };
     let earliest = found.values().copied().min().unwrap_or_default();
     let latest = found.values().copied().max().unwrap_or_default();
-    let near = format!(
-        "WITH found AS MATERIALIZED (SELECT * FROM trace_summaries WHERE trace_id IN ({list})
-             AND start_time >= make_timestamp_ns({}) AND start_time <= make_timestamp_ns({latest})) ",
+    let near = found_where(&format!(
+        " AND start_time >= make_timestamp_ns({}) AND start_time <= make_timestamp_ns({latest})",
         earliest.saturating_sub(TRACE_START_MARGIN_NS)
-    );
+    ));
     let (traces, looked_up) = summaries_among(conn, query, spans, Some(&near))?;
     if looked_up == Some(found.len() as u64) {
         return Ok(traces);
     }
-    let all =
-        format!("WITH found AS MATERIALIZED (SELECT * FROM trace_summaries WHERE trace_id IN ({list})) ");
-    Ok(summaries_among(conn, query, spans, Some(&all))?.0)
+    Ok(summaries_among(conn, query, spans, Some(&found_where("")))?.0)
 }
 
 /// The summaries in `trace_summaries`, or in the `found` that `found` defines (a `WITH`
