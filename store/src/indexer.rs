@@ -725,15 +725,21 @@ mod tests {
     }
 
     fn add_span(conn: &Connection, trace_id: &str, start: i64) {
-        conn.execute(
+        add_spans(conn, 1, start, &format!("'{trace_id}'"), "[]");
+    }
+
+    /// Appends spans `i` in `0..count`, starting `first_start + i`, with the trace id (hex) and
+    /// events that the SQL expressions `trace_id` and `events` give for `i`.
+    fn add_spans(conn: &Connection, count: i64, first_start: i64, trace_id: &str, events: &str) {
+        conn.execute_batch(&format!(
             "INSERT INTO span_data (trace_id, span_id, start_time, duration_ns, service_name,
                  span_name, span_kind, status_message, resource_id, scope_id, trace_state,
                  flags, attribute_types, dropped_attributes_count, events,
                  dropped_events_count, links, dropped_links_count)
-             VALUES (CAST(? AS UUID), 1, make_timestamp_ns(?), 1,
-                 'shop', 'GET', 2, '', 0, 0, '', 0, '', 0, [], 0, [], 0)",
-            duckdb::params![trace_id, start],
-        )
+             SELECT CAST({trace_id} AS UUID), i + 1, make_timestamp_ns({first_start} + i), 1,
+                 'shop', 'GET', 2, '', 0, 0, '', 0, '', 0, {events}, 0, [], 0
+             FROM range({count}) t(i)"
+        ))
         .unwrap();
     }
 
@@ -808,20 +814,15 @@ mod tests {
         // Two full blocks of OTHER but for one span of TRACE in the first, which has an event,
         // and a third block begun, with TRACE again.
         let rows = 2 * BLOCK + 5;
-        conn.execute_batch(&format!(
-            "INSERT INTO span_data (trace_id, span_id, start_time, duration_ns, service_name,
-                 span_name, span_kind, status_message, resource_id, scope_id, trace_state,
-                 flags, attribute_types, dropped_attributes_count, events,
-                 dropped_events_count, links, dropped_links_count)
-             SELECT CAST(CASE WHEN i IN (100, {rows} - 2) THEN '{TRACE}' ELSE '{OTHER}' END AS UUID),
-                 i, make_timestamp_ns(i), 1, 'shop', 'GET', 2, '', 0, 0, '', 0, '', 0,
-                 CASE WHEN i = 100 THEN [{{'time': make_timestamp_ns(100), 'name': 'retry',
-                     'attributes': MAP {{}}, 'attribute_types': '', 'dropped_attributes_count': 0}}]
-                 ELSE [] END,
-                 0, [], 0
-             FROM range({rows}) t(i)"
-        ))
-        .unwrap();
+        add_spans(
+            &conn,
+            rows,
+            0,
+            &format!("CASE WHEN i IN (100, {rows} - 2) THEN '{TRACE}' ELSE '{OTHER}' END"),
+            "CASE WHEN i = 100 THEN [{'time': make_timestamp_ns(100), 'name': 'retry',
+                 'attributes': MAP {}, 'attribute_types': '', 'dropped_attributes_count': 0}]
+             ELSE [] END",
+        );
         let own = Indexer::connection(&conn).unwrap();
         let passes = [crate::trace_index::TRACE_BLOOMS];
         let progress = Progress::load(&conn, &passes).unwrap();
@@ -876,16 +877,7 @@ mod tests {
     fn a_pass_of_whole_blocks_holding_less_than_one_reads_the_rest_from_the_table() {
         let conn = store_with_spans(&[]);
         let rows = 2 * crate::blocks::BLOCK_ROWS + 5;
-        conn.execute_batch(&format!(
-            "INSERT INTO span_data (trace_id, span_id, start_time, duration_ns, service_name,
-                 span_name, span_kind, status_message, resource_id, scope_id, trace_state,
-                 flags, attribute_types, dropped_attributes_count, events,
-                 dropped_events_count, links, dropped_links_count)
-             SELECT CAST('{TRACE}' AS UUID), i, make_timestamp_ns(i), 1, 'shop', 'GET', 2, '', 0,
-                 0, '', 0, '', 0, [], 0, [], 0
-             FROM range({rows}) t(i)"
-        ))
-        .unwrap();
+        add_spans(&conn, rows, 0, &format!("'{TRACE}'"), "[]");
         let own = Indexer::connection(&conn).unwrap();
         let passes = [crate::attribute_index::ATTRIBUTE_BLOOMS];
         let (pass, progress) = (&passes[0], Progress::load(&conn, &passes).unwrap());
