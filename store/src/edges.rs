@@ -15,9 +15,10 @@ use std::sync::Arc;
 
 use duckdb::arrow::array::{
     Array, ArrayRef, BooleanArray, FixedSizeBinaryArray, Int64Array, RecordBatch, StringArray, StringBuilder,
-    TimestampNanosecondArray, UInt64Array, UInt8Array,
+    TimestampNanosecondArray, UInt32Array, UInt64Array, UInt8Array,
 };
 use duckdb::arrow::buffer::Buffer;
+use duckdb::arrow::compute::take_record_batch;
 use duckdb::arrow::datatypes::{Field, Schema};
 // Randomly seeded like std's SipHash, so ids a client picks cannot collide on purpose, but
 // several times faster on these keys; the window hashes each span up to five times.
@@ -284,7 +285,12 @@ impl CallRows {
         self.trace_ids.extend_from_slice(&trace.to_be_bytes());
     }
 
+    /// The rows sorted by trace (stably, so a trace's calls keep their order): DuckDB then
+    /// stores each trace id once per run of its calls, which takes the table from 5.5 to 3.6
+    /// bytes a span at 10M spans.
     fn finish(mut self) -> Result<RecordBatch, StoreError> {
+        let mut order: Vec<u32> = (0..self.times.len() as u32).collect();
+        order.sort_by_key(|&row| &self.trace_ids[16 * row as usize..][..16]);
         let columns: Vec<ArrayRef> = vec![
             Arc::new(TimestampNanosecondArray::from(self.times)),
             Arc::new(self.callers.finish()),
@@ -312,7 +318,8 @@ impl CallRows {
             .map(|(name, array)| Field::new(name, array.data_type().clone(), false))
             .collect();
         fields.push(trace_id_field());
-        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+        Ok(take_record_batch(&batch, &UInt32Array::from(order))?)
     }
 }
 
@@ -379,11 +386,13 @@ FROM (
 )
 GROUP BY ALL";
 
+/// Inserted in key order, in which the table compresses 20% better than in hash order.
 const REPLACE_TOUCHED: &str = "
 DELETE FROM service_call_minutes stored USING touched_call_minutes touched
 WHERE stored.minute = touched.minute AND stored.caller = touched.caller
   AND stored.callee = touched.callee AND stored.latency_bin = touched.latency_bin;
-INSERT INTO service_call_minutes SELECT * FROM touched_call_minutes;
+INSERT INTO service_call_minutes SELECT * FROM touched_call_minutes
+ORDER BY minute, caller, callee, latency_bin;
 DROP TABLE touched_call_minutes;";
 
 /// The pass that keeps `service_call_minutes` current; it follows `service_calls`.

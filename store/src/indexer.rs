@@ -778,6 +778,45 @@ mod tests {
     }
 
     #[test]
+    fn calls_are_stored_by_trace_and_their_minutes_by_minute_edge_and_bin() {
+        let conn = store_with_spans(&[]);
+        // Spans 1..=64 of a service call spans 65..=128 of another, one call per trace and
+        // minute, with trace ids and minutes falling as they arrive.
+        add_spans(&conn, 128, 0, "printf('%032x', 1000 - i % 64)", "[]");
+        conn.execute_batch(
+            "UPDATE span_data SET start_time = make_timestamp_ns((1000 - CAST(span_id AS BIGINT) % 64) * 60000000000),
+                 duration_ns = span_id
+             WHERE true;
+             UPDATE span_data SET service_name = 'orders', parent_span_id = span_id - 64 WHERE span_id > 64",
+        )
+        .unwrap();
+        let own = Indexer::connection(&conn).unwrap();
+        let passes = [crate::edges::SERVICE_CALLS, crate::edges::SERVICE_CALL_MINUTES];
+        let progress = Progress::load(&conn, &passes).unwrap();
+        from_the_table(&own, &RefCell::default(), |new_spans| {
+            passes.iter().for_each(|pass| {
+                run_pass(new_spans, pass, &progress).unwrap();
+            })
+        });
+        let in_order = |table: &str, key: &str| -> bool {
+            conn.query_row(
+                &format!(
+                    "SELECT count(*) = 64 AND bool_and(rowid = position - 1)
+                     FROM (SELECT rowid, row_number() OVER (ORDER BY {key}) AS position FROM {table})"
+                ),
+                [],
+                |row| row.get(0),
+            )
+            .unwrap()
+        };
+        assert!(in_order("service_calls", "trace_id"));
+        assert!(in_order(
+            "service_call_minutes",
+            "minute, caller, callee, latency_bin"
+        ));
+    }
+
+    #[test]
     fn a_store_opened_with_spans_not_yet_indexed_knows_when_they_start() {
         let conn = store_with_spans(&[3_000, 1_000, 2_000]);
         conn.execute(
