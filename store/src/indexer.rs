@@ -913,6 +913,27 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_read_of_the_trace_filters_keeps_every_block_known() {
+        let conn = store_with_spans(&[]);
+        let rows = crate::blocks::BLOCK_ROWS + 5;
+        add_spans(&conn, rows, 0, &format!("'{TRACE}'"), "[]");
+        let own = Indexer::connection(&conn).unwrap();
+        let passes = [crate::trace_index::TRACE_BLOOMS];
+        let progress = Progress::load(&conn, &passes).unwrap();
+        from_the_table(&own, &RefCell::default(), |new_spans| {
+            run_pass(new_spans, &passes[0], &progress).unwrap()
+        });
+        let mut catalog = crate::reader::Catalog::default();
+        crate::trace_index::read_filters(&conn, &mut catalog, rows).unwrap();
+        assert_eq!(catalog.trace_blocks.len(), 2);
+        // Spans committed since: the newest block is read again, and that read fails.
+        conn.execute_batch("ALTER TABLE trace_blooms RENAME TO moved")
+            .unwrap();
+        assert!(crate::trace_index::read_filters(&conn, &mut catalog, rows + 1).is_err());
+        assert_eq!(catalog.trace_blocks.len(), 2);
+    }
+
+    #[test]
     fn a_pass_of_whole_blocks_holding_less_than_one_reads_the_rest_from_the_table() {
         let conn = store_with_spans(&[]);
         let rows = 2 * crate::blocks::BLOCK_ROWS + 5;

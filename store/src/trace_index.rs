@@ -106,24 +106,26 @@ pub(crate) struct TraceBlock {
 pub(crate) fn read_filters(conn: &Connection, catalog: &mut Catalog, before: i64) -> Result<(), StoreError> {
     let known = &mut catalog.trace_blocks;
     if known.last().map_or(-1, |last| last.last_rowid) + 1 < before {
-        // The newest block known may have grown since: read again.
-        let from = known.pop().map_or(0, |last| last.block);
+        // The newest block known may have grown since: read again, and replace it only once
+        // the read has succeeded, so a failed read leaves every block known.
+        let from = known.last().map_or(0, |last| last.block);
         let mut statement = conn.prepare_cached(
             "SELECT block, spans, epoch_ns(first_start), epoch_ns(last_start), CAST(bloom AS BLOB)
              FROM trace_blooms WHERE block >= ? ORDER BY block",
         )?;
-        let stored = statement.query_map([from], |row| {
-            let block: i64 = row.get(0)?;
-            Ok(TraceBlock {
-                block,
-                last_rowid: *blocks::rowids(block).start() + row.get::<_, i64>(1)? - 1,
-                starts: row.get(2)?..=row.get(3)?,
-                filter: row.get::<_, Vec<u8>>(4)?.into(),
-            })
-        })?;
-        for block in stored {
-            known.push(block?);
-        }
+        let stored = statement
+            .query_map([from], |row| {
+                let block: i64 = row.get(0)?;
+                Ok(TraceBlock {
+                    block,
+                    last_rowid: *blocks::rowids(block).start() + row.get::<_, i64>(1)? - 1,
+                    starts: row.get(2)?..=row.get(3)?,
+                    filter: row.get::<_, Vec<u8>>(4)?.into(),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        known.pop();
+        known.extend(stored);
     }
     Ok(())
 }
