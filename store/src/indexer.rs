@@ -785,8 +785,7 @@ mod tests {
         add_spans(&conn, 128, 0, "printf('%032x', 1000 - i % 64)", "[]");
         conn.execute_batch(
             "UPDATE span_data SET start_time = make_timestamp_ns((1000 - CAST(span_id AS BIGINT) % 64) * 60000000000),
-                 duration_ns = span_id
-             WHERE true;
+                 duration_ns = span_id;
              UPDATE span_data SET service_name = 'orders', parent_span_id = span_id - 64 WHERE span_id > 64",
         )
         .unwrap();
