@@ -724,6 +724,17 @@ mod tests {
         })
     }
 
+    /// Runs each of `passes` once over the spans in the table, as after a start.
+    fn run_once(conn: &Connection, passes: &[Pass]) {
+        let own = Indexer::connection(conn).unwrap();
+        let progress = Progress::load(conn, passes).unwrap();
+        from_the_table(&own, &RefCell::default(), |new_spans| {
+            for pass in passes {
+                run_pass(new_spans, pass, &progress).unwrap();
+            }
+        });
+    }
+
     fn add_span(conn: &Connection, trace_id: &str, start: i64) {
         add_spans(conn, 1, start, &format!("'{trace_id}'"), "[]");
     }
@@ -789,14 +800,10 @@ mod tests {
              UPDATE span_data SET service_name = 'orders', parent_span_id = span_id - 64 WHERE span_id > 64",
         )
         .unwrap();
-        let own = Indexer::connection(&conn).unwrap();
-        let passes = [crate::edges::SERVICE_CALLS, crate::edges::SERVICE_CALL_MINUTES];
-        let progress = Progress::load(&conn, &passes).unwrap();
-        from_the_table(&own, &RefCell::default(), |new_spans| {
-            passes.iter().for_each(|pass| {
-                run_pass(new_spans, pass, &progress).unwrap();
-            })
-        });
+        run_once(
+            &conn,
+            &[crate::edges::SERVICE_CALLS, crate::edges::SERVICE_CALL_MINUTES],
+        );
         let in_order = |table: &str, key: &str| -> bool {
             conn.query_row(
                 &format!(
@@ -916,12 +923,7 @@ mod tests {
         let conn = store_with_spans(&[]);
         let rows = crate::blocks::BLOCK_ROWS + 5;
         add_spans(&conn, rows, 0, &format!("'{TRACE}'"), "[]");
-        let own = Indexer::connection(&conn).unwrap();
-        let passes = [crate::trace_index::TRACE_BLOOMS];
-        let progress = Progress::load(&conn, &passes).unwrap();
-        from_the_table(&own, &RefCell::default(), |new_spans| {
-            run_pass(new_spans, &passes[0], &progress).unwrap()
-        });
+        run_once(&conn, &[crate::trace_index::TRACE_BLOOMS]);
         let mut catalog = crate::reader::Catalog::default();
         crate::trace_index::read_filters(&conn, &mut catalog, rows).unwrap();
         assert_eq!(catalog.trace_blocks.len(), 2);
