@@ -181,14 +181,10 @@ pub(crate) fn candidate_blocks(
     Ok(tail.into_iter().chain(filtered).collect())
 }
 
-/// Filters read per query, 16 MiB of DuckDB's memory: a day of 100M spans (12,200 blocks)
-/// read in one query ran out of the default 300MB, and every attribute search failed.
-const FILTERS_PER_READ: usize = 1_024;
-
-/// The stored filters of `blocks`, as bytes in `BIT` order.
-fn stored_filters(conn: &Connection, blocks: &[u32]) -> Result<HashMap<u32, Arc<[u8]>>, StoreError> {
-    let mut filters = HashMap::with_capacity(blocks.len());
-    for some in blocks.chunks(FILTERS_PER_READ) {
+/// The stored filters of blocks `wanted`, as bytes in `BIT` order.
+fn stored_filters(conn: &Connection, wanted: &[u32]) -> Result<HashMap<u32, Arc<[u8]>>, StoreError> {
+    let mut filters = HashMap::with_capacity(wanted.len());
+    for some in wanted.chunks(blocks::FILTERS_PER_READ) {
         let mut statement = conn.prepare(&format!(
             "SELECT block, CAST(bloom AS BLOB) FROM attribute_blooms WHERE block IN ({})",
             reader::id_list(some)
@@ -231,18 +227,18 @@ mod tests {
     #[test]
     fn filters_of_more_blocks_than_one_read_takes_are_all_read() {
         let conn = Connection::open_in_memory().unwrap();
-        let blocks = 2 * FILTERS_PER_READ as u32 + 1;
+        let count = 2 * blocks::FILTERS_PER_READ as u32 + 1;
         conn.execute_batch(&format!(
             "CREATE TABLE attribute_blooms (block BIGINT, bloom BIT);
              INSERT INTO attribute_blooms SELECT i, CAST(CASE WHEN i % 2 = 0 THEN '10000000' ELSE '01000000' END AS BIT)
-             FROM range({blocks}) t(i);"
+             FROM range({count}) t(i);"
         ))
         .unwrap();
-        let wanted: Vec<u32> = (0..blocks).collect();
+        let wanted: Vec<u32> = (0..count).collect();
         let filters = stored_filters(&conn, &wanted).unwrap();
-        assert_eq!(filters.len(), blocks as usize);
-        assert_eq!(*filters[&(blocks - 1)], [0x80]);
-        assert_eq!(*filters[&(blocks - 2)], [0x40]);
+        assert_eq!(filters.len(), count as usize);
+        assert_eq!(*filters[&(count - 1)], [0x80]);
+        assert_eq!(*filters[&(count - 2)], [0x40]);
     }
 
     #[test]

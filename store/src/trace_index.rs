@@ -105,16 +105,20 @@ pub(crate) struct TraceBlock {
 /// reads them as it opens, not on the first trace read: 17 ms at 10M spans.
 pub(crate) fn read_filters(conn: &Connection, catalog: &mut Catalog, before: i64) -> Result<(), StoreError> {
     let known = &mut catalog.trace_blocks;
-    if known.last().map_or(-1, |last| last.last_rowid) + 1 < before {
-        // The newest block known may have grown since: read again, and replace it only once
-        // the read has succeeded, so a failed read leaves every block known.
-        let from = known.last().map_or(0, |last| last.block);
-        let mut statement = conn.prepare_cached(
-            "SELECT block, spans, epoch_ns(first_start), epoch_ns(last_start), CAST(bloom AS BLOB)
-             FROM trace_blooms WHERE block >= ? ORDER BY block",
-        )?;
-        let stored = statement
-            .query_map([from], |row| {
+    if known.last().map_or(-1, |last| last.last_rowid) + 1 >= before {
+        return Ok(());
+    }
+    // The newest block known may have grown since: read again, and replace it only once the
+    // read has succeeded, so a failed read leaves every block known.
+    let mut from = known.last().map_or(0, |last| last.block);
+    let mut statement = conn.prepare_cached(
+        "SELECT block, spans, epoch_ns(first_start), epoch_ns(last_start), CAST(bloom AS BLOB)
+         FROM trace_blooms WHERE block >= ? ORDER BY block LIMIT ?",
+    )?;
+    let mut stored = Vec::new();
+    loop {
+        let read = statement
+            .query_map(duckdb::params![from, blocks::FILTERS_PER_READ], |row| {
                 let block: i64 = row.get(0)?;
                 Ok(TraceBlock {
                     block,
@@ -124,9 +128,15 @@ pub(crate) fn read_filters(conn: &Connection, catalog: &mut Catalog, before: i64
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        known.pop();
-        known.extend(stored);
+        let more = read.len() == blocks::FILTERS_PER_READ;
+        from = read.last().map_or(from, |last| last.block + 1);
+        stored.extend(read);
+        if !more {
+            break;
+        }
     }
+    known.pop();
+    known.extend(stored);
     Ok(())
 }
 
@@ -155,4 +165,31 @@ pub(crate) fn candidate_blocks(
             events_or_links: ONE_IN_10_000.holds(&known.filter, nested),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_of_more_blocks_than_one_read_takes_are_all_read() {
+        let conn = Connection::open_in_memory().unwrap();
+        let count = 2 * blocks::FILTERS_PER_READ as i64 + 1;
+        conn.execute_batch(&format!(
+            "CREATE TABLE trace_blooms (block BIGINT, spans BIGINT, first_start TIMESTAMP_NS,
+                                        last_start TIMESTAMP_NS, bloom BIT);
+             INSERT INTO trace_blooms SELECT i, {rows}, make_timestamp_ns(i), make_timestamp_ns(i + 1),
+                 CAST(CASE WHEN i % 2 = 0 THEN '10000000' ELSE '01000000' END AS BIT)
+             FROM range({count}) t(i);",
+            rows = blocks::BLOCK_ROWS
+        ))
+        .unwrap();
+        let mut catalog = Catalog::default();
+        read_filters(&conn, &mut catalog, count * blocks::BLOCK_ROWS).unwrap();
+        let known = &catalog.trace_blocks;
+        assert_eq!(known.len(), count as usize);
+        assert!(known.iter().enumerate().all(|(i, block)| block.block == i as i64));
+        assert_eq!(*known[count as usize - 1].filter, [0x80]);
+        assert_eq!(*known[count as usize - 2].filter, [0x40]);
+    }
 }
