@@ -97,7 +97,7 @@ fn status(error: &IngestError) -> Status {
     let retry = || ErrorDetails::with_retry_info(Some(RETRY_AFTER));
     match error {
         IngestError::Malformed(message) => Status::invalid_argument(message.clone()),
-        IngestError::Unavailable(ducktrace_store::WriteError::Overloaded { .. }) => {
+        IngestError::Unavailable(overload) if overload.is_overload() => {
             Status::with_error_details(Code::ResourceExhausted, error.to_string(), retry())
         }
         IngestError::Unavailable(_) => {

@@ -43,9 +43,11 @@ const MAX_HELD_ROWS: i64 = 256 * 1024;
 /// (the summaries' merge), so fewer, larger passes catch up sooner.
 const MAX_PASS_ROWS: i64 = 512 * 1024;
 
-/// Spans the indexer may lag behind the writer before it says so in the log: trace search lists
-/// a trace only once it is summarized, so it misses the newest spans until the indexer catches up.
-const LAG_WARNING_ROWS: i64 = 1 << 20;
+/// Spans the indexer may lag behind the writer before it says so in the log, and before the
+/// writer refuses more (retryably, [`Progress::new_spans_behind`]): trace search lists a trace
+/// only once it is summarized, so it misses the newest spans until the indexer catches up.
+/// Ingest at full speed on two cores outran indexing by ~90k spans a second, without end.
+pub(crate) const MAX_LAG_ROWS: i64 = 1 << 20;
 
 /// Held spans that start a round before [`PASS_INTERVAL`] is up, so that a fast writer does
 /// not fill the memory the indexer may hold.
@@ -113,6 +115,8 @@ fn rows_after(watermark: i64, last: i64) -> Option<RangeInclusive<i64>> {
 pub(crate) struct Progress {
     /// Rows of `span_data` committed: rowids `0..span_rows`.
     span_rows: AtomicI64,
+    /// Rows of `span_data` when the store opened.
+    opened_with: i64,
     /// The watermark of each pass over `span_data`, by pass name.
     watermarks: Vec<(&'static str, AtomicI64)>,
     /// The start times of the spans some pass has not indexed yet, per commit, oldest first.
@@ -170,6 +174,7 @@ impl Progress {
         }
         let progress = Self {
             span_rows: AtomicI64::new(span_rows),
+            opened_with: span_rows,
             watermarks,
             recent_starts: Mutex::default(),
         };
@@ -256,6 +261,20 @@ impl Progress {
     /// How many rows past the slowest pass over `span_data` rowid `rowid` lies.
     fn rows_behind(&self, rowid: i64) -> i64 {
         rowid - self.indexed_through()
+    }
+
+    /// Spans committed since the store opened that the slowest pass over `span_data` has not
+    /// indexed. A pass still indexing spans stored before (a new index built on an upgrade, or
+    /// the tail a stopped server left) does not count until it reaches them: that work must
+    /// not hold new writes back.
+    pub(crate) fn new_spans_behind(&self) -> i64 {
+        let newest = self.span_rows() - 1;
+        self.watermarks
+            .iter()
+            .map(|(_, watermark)| watermark.load(Ordering::Acquire))
+            .filter(|&watermark| watermark >= self.opened_with - 1)
+            .min()
+            .map_or(0, |indexed| newest - indexed)
     }
 
     /// The last rowid every pass over `span_data` has indexed.
@@ -578,7 +597,7 @@ fn run(conn: &Connection, inbound: Inbound, progress: &Progress) {
                 break;
             }
             let lag = progress.rows_behind(progress.span_rows() - 1);
-            if lag > LAG_WARNING_ROWS && !lag_logged {
+            if lag > MAX_LAG_ROWS && !lag_logged {
                 tracing::warn!(
                     lag,
                     "indexing is behind the stored spans: trace search may miss spans until it catches up"
@@ -674,6 +693,7 @@ mod tests {
     fn progress(watermarks: &[i64]) -> Arc<Progress> {
         Arc::new(Progress {
             span_rows: AtomicI64::new(0),
+            opened_with: 0,
             watermarks: watermarks
                 .iter()
                 .map(|&watermark| ("pass", AtomicI64::new(watermark)))
@@ -1033,6 +1053,25 @@ mod tests {
         assert!(progress.recent_starts().len() <= RECENT_COMMITS);
         let last = 300 + 3 * RECENT_COMMITS as i64;
         assert_eq!(tail(), Some((200..=last, 500..=last * 10)));
+    }
+
+    #[test]
+    fn only_spans_committed_since_the_store_opened_count_as_behind() {
+        let mut opened = Arc::into_inner(progress(&[99, 40])).unwrap();
+        opened.opened_with = 100;
+        opened.committed(1_000, None);
+        assert_eq!(
+            opened.new_spans_behind(),
+            900,
+            "the pass at 40 fills in older spans"
+        );
+        opened.watermarks[1].1.store(500, Ordering::Release);
+        assert_eq!(opened.new_spans_behind(), 900);
+        opened.watermarks[0].1.store(800, Ordering::Release);
+        assert_eq!(opened.new_spans_behind(), 499, "both passes are past the opening");
+        opened.watermarks[1].1.store(10, Ordering::Release);
+        opened.watermarks[0].1.store(10, Ordering::Release);
+        assert_eq!(opened.new_spans_behind(), 0, "nothing indexes new spans yet");
     }
 
     #[test]

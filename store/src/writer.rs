@@ -41,7 +41,7 @@ use crate::batch::{
     START_TIME_COLUMN,
 };
 use crate::columns::{attribute_fields, inline_keys, key_set_rows, AttributeColumn, KeySet};
-use crate::indexer::{widest, CommittedSpans, IndexerInbox, Progress, ANY_START};
+use crate::indexer::{widest, CommittedSpans, IndexerInbox, Progress, ANY_START, MAX_LAG_ROWS};
 use crate::ingest_log::{self, LogPosition, LogWriter};
 use crate::StoreError;
 
@@ -86,10 +86,20 @@ impl Default for WriterConfig {
 pub enum WriteError {
     #[error("the span queue is full ({queued} spans waiting to be written); retry later")]
     Overloaded { queued: usize },
+    #[error("indexing is {spans} spans behind the stored spans; retry later")]
+    IndexingBehind { spans: i64 },
     #[error("the store is shutting down")]
     Closed,
     #[error("committing spans failed: {0}")]
     CommitFailed(String),
+}
+
+impl WriteError {
+    /// Whether the store is busy rather than failing: OTLP's answer is then "resource
+    /// exhausted" (HTTP 429), which clients retry after the delay given.
+    pub fn is_overload(&self) -> bool {
+        matches!(self, Self::Overloaded { .. } | Self::IndexingBehind { .. })
+    }
 }
 
 struct WriteJob {
@@ -110,6 +120,7 @@ enum Command {
 pub struct SpanWriter {
     commands: mpsc::Sender<Command>,
     permits: Arc<Semaphore>,
+    progress: Arc<Progress>,
     max_queued_spans: usize,
 }
 
@@ -119,6 +130,10 @@ impl SpanWriter {
     pub async fn write(&self, batch: SpanBatch) -> Result<(), WriteError> {
         if batch.is_empty() {
             return Ok(());
+        }
+        let behind = self.progress.new_spans_behind();
+        if behind > MAX_LAG_ROWS {
+            return Err(WriteError::IndexingBehind { spans: behind });
         }
         let wanted = batch.len().min(self.max_queued_spans) as u32;
         let permit =
@@ -332,7 +347,7 @@ pub(crate) fn spawn(
     let mut applier = Applier {
         next_rowid: progress.span_rows(),
         indexer,
-        progress,
+        progress: progress.clone(),
         interners: Interners::load(&conn, config.max_attribute_key_sets)?,
         conn,
         wal: {
@@ -370,6 +385,7 @@ pub(crate) fn spawn(
     let handle = SpanWriter {
         commands: commands.clone(),
         permits: Arc::new(Semaphore::new(config.max_queued_spans)),
+        progress,
         max_queued_spans: config.max_queued_spans,
     };
     Ok((
@@ -1102,15 +1118,43 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// A writer whose thread never runs: queued spans stay queued.
+    /// A writer whose thread never runs: queued spans stay queued. Its indexer has every pass
+    /// at their start, over a table of no spans.
     fn stalled_writer(max_queued_spans: usize) -> (SpanWriter, mpsc::Receiver<Command>) {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(crate::schema::META_DDL).unwrap();
+        conn.execute_batch(&crate::schema::ddl()).unwrap();
         let (commands, queue) = mpsc::channel();
         let writer = SpanWriter {
             commands,
             permits: Arc::new(Semaphore::new(max_queued_spans)),
+            progress: Arc::new(Progress::load(&conn, crate::INDEX_PASSES).unwrap()),
             max_queued_spans,
         };
         (writer, queue)
+    }
+
+    #[tokio::test]
+    async fn spans_are_refused_while_indexing_is_too_far_behind() {
+        let (writer, _queue) = stalled_writer(8);
+        writer.progress.committed(MAX_LAG_ROWS, None);
+        let queued = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.write(batch(1)).await }
+        });
+        while writer.permits.available_permits() == 8 {
+            tokio::task::yield_now().await;
+        }
+        writer.progress.committed(MAX_LAG_ROWS + 1, None);
+        // Queued instead, the write would wait for ever on the stalled writer.
+        match tokio::time::timeout(Duration::from_secs(5), writer.write(batch(1))).await {
+            Ok(Err(error @ WriteError::IndexingBehind { spans })) => {
+                assert_eq!(spans, MAX_LAG_ROWS + 1);
+                assert!(error.is_overload());
+            }
+            other => panic!("expected IndexingBehind, got {other:?}"),
+        }
+        queued.abort();
     }
 
     #[tokio::test]
