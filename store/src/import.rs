@@ -121,10 +121,13 @@ impl ExportFile {
         let mut stored = 0;
         while let Some(batch) = self.next_batch()? {
             let spans = batch.len() as u64;
-            writer.write(batch).await.map_err(|source| ImportError::Write {
-                path: self.path.clone(),
-                source,
-            })?;
+            writer
+                .write_ahead_of_indexing(batch)
+                .await
+                .map_err(|source| ImportError::Write {
+                    path: self.path.clone(),
+                    source,
+                })?;
             stored += spans;
             progress(spans);
         }

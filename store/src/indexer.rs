@@ -14,7 +14,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -44,7 +44,7 @@ const MAX_HELD_ROWS: i64 = 256 * 1024;
 const MAX_PASS_ROWS: i64 = 512 * 1024;
 
 /// Spans the indexer may lag behind the writer before it says so in the log, and before the
-/// writer refuses more (retryably, [`Progress::new_spans_behind`]): trace search lists a trace
+/// writer refuses more (retryably, [`Progress::too_far_behind`]): trace search lists a trace
 /// only once it is summarized, so it misses the newest spans until the indexer catches up.
 /// Ingest at full speed on two cores outran indexing by ~90k spans a second, without end.
 pub(crate) const MAX_LAG_ROWS: i64 = 1 << 20;
@@ -117,6 +117,8 @@ pub(crate) struct Progress {
     span_rows: AtomicI64,
     /// Rows of `span_data` when the store opened.
     opened_with: i64,
+    /// Whether a pass failed in the indexer's last round.
+    failing: AtomicBool,
     /// The watermark of each pass over `span_data`, by pass name.
     watermarks: Vec<(&'static str, AtomicI64)>,
     /// The start times of the spans some pass has not indexed yet, per commit, oldest first.
@@ -175,6 +177,7 @@ impl Progress {
         let progress = Self {
             span_rows: AtomicI64::new(span_rows),
             opened_with: span_rows,
+            failing: AtomicBool::new(false),
             watermarks,
             recent_starts: Mutex::default(),
         };
@@ -267,7 +270,7 @@ impl Progress {
     /// indexed. A pass still indexing spans stored before (a new index built on an upgrade, or
     /// the tail a stopped server left) does not count until it reaches them: that work must
     /// not hold new writes back.
-    pub(crate) fn new_spans_behind(&self) -> i64 {
+    fn new_spans_behind(&self) -> i64 {
         let newest = self.span_rows() - 1;
         self.watermarks
             .iter()
@@ -275,6 +278,14 @@ impl Progress {
             .filter(|&watermark| watermark >= self.opened_with - 1)
             .min()
             .map_or(0, |indexed| newest - indexed)
+    }
+
+    /// How far behind the new spans the indexer is, when that is further than
+    /// [`MAX_LAG_ROWS`] and it is working: a pass that keeps failing would never catch up, and
+    /// refusing writes for it would stop ingest for good.
+    pub(crate) fn too_far_behind(&self) -> Option<i64> {
+        let behind = self.new_spans_behind();
+        (behind > MAX_LAG_ROWS && !self.failing.load(Ordering::Acquire)).then_some(behind)
     }
 
     /// The last rowid every pass over `span_data` has indexed.
@@ -554,6 +565,7 @@ fn run(conn: &Connection, inbound: Inbound, progress: &Progress) {
             summarized_traces: &summarized_traces,
         };
         let mut indexed_through = i64::MAX;
+        let mut failing = false;
         for pass in passes {
             match run_pass(&new_spans, pass, progress) {
                 Ok(watermark) if pass.follows_spans() => {
@@ -562,6 +574,7 @@ fn run(conn: &Connection, inbound: Inbound, progress: &Progress) {
                 Ok(_) => {}
                 Err(error) => {
                     indexed_through = i64::MIN;
+                    failing = true;
                     // Its calls may not be stored; the window is rebuilt from what is.
                     recent_calls.borrow_mut().forget();
                     tracing::warn!(%error, pass = pass.name, "indexing new spans failed; retrying next pass");
@@ -569,6 +582,7 @@ fn run(conn: &Connection, inbound: Inbound, progress: &Progress) {
             }
         }
         recent.forget_through(indexed_through);
+        progress.failing.store(failing, Ordering::Release);
         stop
     };
     let mut next_round = Instant::now();
@@ -694,6 +708,7 @@ mod tests {
         Arc::new(Progress {
             span_rows: AtomicI64::new(0),
             opened_with: 0,
+            failing: AtomicBool::new(false),
             watermarks: watermarks
                 .iter()
                 .map(|&watermark| ("pass", AtomicI64::new(watermark)))
@@ -1072,6 +1087,17 @@ mod tests {
         opened.watermarks[1].1.store(10, Ordering::Release);
         opened.watermarks[0].1.store(10, Ordering::Release);
         assert_eq!(opened.new_spans_behind(), 0, "nothing indexes new spans yet");
+    }
+
+    #[test]
+    fn an_indexer_too_far_behind_holds_writes_back_only_while_it_works() {
+        let progress = progress(&[-1]);
+        progress.committed(MAX_LAG_ROWS, None);
+        assert_eq!(progress.too_far_behind(), None);
+        progress.committed(MAX_LAG_ROWS + 1, None);
+        assert_eq!(progress.too_far_behind(), Some(MAX_LAG_ROWS + 1));
+        progress.failing.store(true, Ordering::Release);
+        assert_eq!(progress.too_far_behind(), None);
     }
 
     #[test]

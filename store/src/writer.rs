@@ -41,7 +41,7 @@ use crate::batch::{
     START_TIME_COLUMN,
 };
 use crate::columns::{attribute_fields, inline_keys, key_set_rows, AttributeColumn, KeySet};
-use crate::indexer::{widest, CommittedSpans, IndexerInbox, Progress, ANY_START, MAX_LAG_ROWS};
+use crate::indexer::{widest, CommittedSpans, IndexerInbox, Progress, ANY_START};
 use crate::ingest_log::{self, LogPosition, LogWriter};
 use crate::StoreError;
 
@@ -125,15 +125,21 @@ pub struct SpanWriter {
 }
 
 impl SpanWriter {
-    /// Stores a batch; returns once it is durable: synced to the ingest log, or for imported
-    /// spans committed to DuckDB.
+    /// Stores a batch received from a client; returns once it is durable (synced to the ingest
+    /// log). Refused while indexing lags too far behind, so that clients slow to its pace.
     pub async fn write(&self, batch: SpanBatch) -> Result<(), WriteError> {
+        if let Some(spans) = self.progress.too_far_behind() {
+            return Err(WriteError::IndexingBehind { spans });
+        }
+        self.write_ahead_of_indexing(batch).await
+    }
+
+    /// Stores a batch however far indexing lags; returns once it is durable (for imported
+    /// spans: committed to DuckDB). For an import, which nobody searches while it runs (the
+    /// server is stopped) and nobody would retry; the indexer catches up on the next start.
+    pub async fn write_ahead_of_indexing(&self, batch: SpanBatch) -> Result<(), WriteError> {
         if batch.is_empty() {
             return Ok(());
-        }
-        let behind = self.progress.new_spans_behind();
-        if behind > MAX_LAG_ROWS {
-            return Err(WriteError::IndexingBehind { spans: behind });
         }
         let wanted = batch.len().min(self.max_queued_spans) as u32;
         let permit =
@@ -1018,6 +1024,7 @@ impl NewRows {
 mod tests {
     use super::*;
     use crate::ids::TraceId;
+    use crate::indexer::MAX_LAG_ROWS;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
@@ -1135,7 +1142,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn spans_are_refused_while_indexing_is_too_far_behind() {
+    async fn clients_are_refused_while_indexing_is_too_far_behind_and_imports_are_not() {
         let (writer, _queue) = stalled_writer(8);
         writer.progress.committed(MAX_LAG_ROWS, None);
         let queued = tokio::spawn({
@@ -1154,7 +1161,21 @@ mod tests {
             }
             other => panic!("expected IndexingBehind, got {other:?}"),
         }
+        let imported = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.write_ahead_of_indexing(batch(1)).await }
+        });
+        let queued_too = tokio::time::timeout(Duration::from_secs(5), async {
+            while writer.permits.available_permits() == 7 {
+                tokio::task::yield_now().await;
+            }
+        });
+        assert!(
+            queued_too.await.is_ok(),
+            "an import is queued however far indexing lags"
+        );
         queued.abort();
+        imported.abort();
     }
 
     #[tokio::test]
