@@ -113,9 +113,10 @@ async fn export(State(receiver): State<Receiver>, headers: HeaderMap, body: Byte
             error.to_string(),
         ),
         Err(IngestError::Unavailable(error)) => {
-            let (status, code) = match error.is_overload() {
-                true => (StatusCode::TOO_MANY_REQUESTS, tonic::Code::ResourceExhausted),
-                false => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable),
+            let (status, code) = if error.is_overload() {
+                (StatusCode::TOO_MANY_REQUESTS, tonic::Code::ResourceExhausted)
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable)
             };
             let mut response = failure(encoding, status, code, error.to_string());
             response
