@@ -5,7 +5,9 @@ mod common;
 use std::io::Write;
 
 use bytes::{Buf, BufMut, Bytes};
-use common::{assert_stored_exactly, http_post, post_protobuf, span_count, synthetic_request, Server};
+use common::{
+    assert_stored_exactly, http_post, post_protobuf, span_count, synthetic_request, RpcStatus, Server,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -171,14 +173,6 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     encoder.write_all(bytes).unwrap();
     encoder.finish().unwrap()
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
 }
 
 #[test]

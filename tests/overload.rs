@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{http_post, synthetic_request, Server};
+use common::{http_post, synthetic_request, RpcStatus, Server};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
 use tonic_types::StatusExt;
@@ -16,14 +16,6 @@ use tonic_types::StatusExt;
 const QUEUE: &str = "1000";
 /// Spans of a flood request, far more than the queue holds, so that it takes all of it.
 const FLOOD_SPANS: usize = 20_000;
-
-#[derive(Clone, PartialEq, Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-}
 
 /// Keeps the server's span queue full from two threads, posting large requests back to back
 /// until `stop`; counts the spans of those it got accepted into `stored`.

@@ -396,6 +396,15 @@ pub fn synthetic_request(seed: u8, spans: usize) -> ExportTraceServiceRequest {
     }
 }
 
+/// The `google.rpc.Status` an OTLP/HTTP protobuf error answer carries (its details left out).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
 /// Sends a request over OTLP/HTTP protobuf and asserts it was fully accepted.
 pub fn post_protobuf(server: &Server, request: &ExportTraceServiceRequest) {
     use prost::Message;
